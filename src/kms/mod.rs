@@ -1,0 +1,22 @@
+//! The embedded key management core: behaves like Cloud KMS, knows nothing of HTTP
+//! or storage.
+
+mod ciphertext;
+mod core;
+pub mod error;
+mod import;
+pub mod listing;
+pub mod material;
+pub mod model;
+pub mod names;
+pub mod seal;
+pub mod store;
+pub mod types;
+pub mod wrapping;
+
+pub use core::{
+    DAY, DecryptOutput, DestroyGuard, EncryptOutput, KeyPatch, KeyView, Kms, MAX_HSM_INPUT, MAX_SOFTWARE_INPUT,
+    NewCryptoKey, PublicKeyOutput,
+};
+pub use error::{KmsError, KmsResult};
+pub use import::{IMPORT_JOB_LIFETIME, ImportRequest};

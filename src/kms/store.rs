@@ -1,0 +1,154 @@
+//! Persistence of KMS resources. The core keeps everything in memory and writes
+//! through this trait; each mutation is one atomic `commit`.
+
+use super::model::{CryptoKey, CryptoKeyVersion, ImportJob, KeyRing};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("kms store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("kms store: corrupt record: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// What to do with a record's sealed secret (version material, import-job private key).
+#[derive(Debug, Clone, Copy)]
+pub enum Sealed<'a> {
+    Keep,
+    Set(&'a [u8]),
+    Erase,
+}
+
+#[derive(Debug)]
+pub enum Write<'a> {
+    KeyRing(&'a KeyRing),
+    Key(&'a CryptoKey),
+    Version(&'a CryptoKeyVersion, Sealed<'a>),
+    ImportJob(&'a ImportJob, Sealed<'a>),
+}
+
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub key_rings: Vec<KeyRing>,
+    pub keys: Vec<CryptoKey>,
+    pub versions: Vec<(CryptoKeyVersion, Option<Vec<u8>>)>,
+    pub import_jobs: Vec<(ImportJob, Option<Vec<u8>>)>,
+}
+
+pub trait KmsStore: Send + Sync {
+    fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Applies every write in one transaction: all or nothing.
+    fn commit(&self, writes: &[Write<'_>]) -> Result<(), StoreError>;
+    /// Reads a record's sealed secret back (tests use it to prove erasure).
+    fn sealed_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+pub struct SqliteKmsStore {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kms_key_rings (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kms_keys (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kms_versions (name TEXT PRIMARY KEY, doc TEXT NOT NULL, sealed BLOB);
+CREATE TABLE IF NOT EXISTS kms_import_jobs (name TEXT PRIMARY KEY, doc TEXT NOT NULL, sealed BLOB);
+";
+
+impl SqliteKmsStore {
+    pub fn new(conn: Connection) -> Result<Self, StoreError> {
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn upsert_doc(tx: &rusqlite::Transaction<'_>, table: &str, name: &str, doc: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        &format!("INSERT INTO {table}(name, doc) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET doc = excluded.doc"),
+        params![name, doc],
+    )?;
+    Ok(())
+}
+
+fn upsert_sealed(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    name: &str,
+    doc: &str,
+    sealed: Sealed<'_>,
+) -> rusqlite::Result<()> {
+    upsert_doc(tx, table, name, doc)?;
+    match sealed {
+        Sealed::Keep => {}
+        Sealed::Set(bytes) => {
+            tx.execute(&format!("UPDATE {table} SET sealed = ?2 WHERE name = ?1"), params![name, bytes])?;
+        }
+        Sealed::Erase => {
+            tx.execute(&format!("UPDATE {table} SET sealed = NULL WHERE name = ?1"), params![name])?;
+        }
+    }
+    Ok(())
+}
+
+impl KmsStore for SqliteKmsStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let conn = self.conn();
+        let mut snap = Snapshot::default();
+        let mut stmt = conn.prepare("SELECT doc FROM kms_key_rings ORDER BY name")?;
+        for doc in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            snap.key_rings.push(serde_json::from_str(&doc?)?);
+        }
+        let mut stmt = conn.prepare("SELECT doc FROM kms_keys ORDER BY name")?;
+        for doc in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            snap.keys.push(serde_json::from_str(&doc?)?);
+        }
+        let mut stmt = conn.prepare("SELECT doc, sealed FROM kms_versions")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<Vec<u8>>>(1)?)))? {
+            let (doc, sealed) = row?;
+            snap.versions.push((serde_json::from_str(&doc)?, sealed));
+        }
+        let mut stmt = conn.prepare("SELECT doc, sealed FROM kms_import_jobs ORDER BY name")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<Vec<u8>>>(1)?)))? {
+            let (doc, sealed) = row?;
+            snap.import_jobs.push((serde_json::from_str(&doc)?, sealed));
+        }
+        Ok(snap)
+    }
+
+    fn commit(&self, writes: &[Write<'_>]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for w in writes {
+            match w {
+                Write::KeyRing(kr) => upsert_doc(&tx, "kms_key_rings", &kr.name.to_string(), &serde_json::to_string(kr)?)?,
+                Write::Key(k) => upsert_doc(&tx, "kms_keys", &k.name.to_string(), &serde_json::to_string(k)?)?,
+                Write::Version(v, sealed) => {
+                    upsert_sealed(&tx, "kms_versions", &v.name.to_string(), &serde_json::to_string(v)?, *sealed)?
+                }
+                Write::ImportJob(j, sealed) => {
+                    upsert_sealed(&tx, "kms_import_jobs", &j.name.to_string(), &serde_json::to_string(j)?, *sealed)?
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn sealed_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let conn = self.conn();
+        for table in ["kms_versions", "kms_import_jobs"] {
+            let found: Option<Option<Vec<u8>>> = conn
+                .query_row(&format!("SELECT sealed FROM {table} WHERE name = ?1"), [name], |r| r.get(0))
+                .optional()?;
+            if let Some(sealed) = found {
+                return Ok(sealed);
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,11 @@
+//! sealstore: an object storage gateway with customer-managed encryption keys and an
+//! embedded, Cloud KMS-compatible key manager.
+
+pub mod api;
+pub mod clock;
+pub mod db;
+pub mod iam;
+pub mod kms;
+pub mod locations;
+pub mod rootkey;
+pub mod server;

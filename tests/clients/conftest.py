@@ -1,0 +1,444 @@
+"""Shared fixtures and helpers for sealstore's end-to-end client tests.
+
+The tests start the real ``sealstore`` binary (``SEALSTORE_BIN``, default
+``<repo>/target/release/sealstore``) on a fresh data directory and drive it with
+the official ``google-cloud-kms`` client over its REST transport.
+
+Nothing here starts a server at import or collection time: the server is only
+started by the ``server`` fixture.
+
+Test modules import the plain helpers directly (``from conftest import ...``);
+pytest's default ``prepend`` import mode puts this directory on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import google_crc32c
+import pytest
+import requests
+from google.api_core.client_options import ClientOptions
+from google.api_core.exceptions import BadRequest, GoogleAPICallError
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import kms
+
+# --------------------------------------------------------------------------------------
+# Constants
+# --------------------------------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BIN = REPO_ROOT / "target" / "release" / "sealstore"
+
+PROJECT = "test-project"
+LOCATION = "us-east1"
+PROJECT_NAME = f"projects/{PROJECT}"
+LOCATION_NAME = f"projects/{PROJECT}/locations/{LOCATION}"
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+# Short aliases for the enums the tests use all the time.
+Purpose = kms.CryptoKey.CryptoKeyPurpose
+Algorithm = kms.CryptoKeyVersion.CryptoKeyVersionAlgorithm
+State = kms.CryptoKeyVersion.CryptoKeyVersionState
+ProtectionLevel = kms.ProtectionLevel
+
+ONE_DAY_S = 86_400
+THIRTY_DAYS_S = 30 * ONE_DAY_S
+
+_LISTENING_RE = re.compile(r"listening on (http://\S+)")
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def sealstore_bin() -> Path:
+    """The server binary: ``$SEALSTORE_BIN`` or ``<repo>/target/release/sealstore``."""
+    env = os.environ.get("SEALSTORE_BIN")
+    return Path(env) if env else DEFAULT_BIN
+
+
+# --------------------------------------------------------------------------------------
+# The server process
+# --------------------------------------------------------------------------------------
+
+
+class Server:
+    """A ``sealstore serve`` child process on a given data directory.
+
+    The child's stdout and stderr are merged into one pipe that a background thread
+    drains for the whole life of the process (so the pipe never fills); every line is
+    kept in ``self.log``.
+    """
+
+    def __init__(self, data_dir: Path, extra_args: Optional[List[str]] = None):
+        self.binary = sealstore_bin()
+        self.data_dir = Path(data_dir)
+        self.extra_args = list(extra_args or [])
+        self.url: Optional[str] = None
+        self.log: List[str] = []
+        self.returncode: Optional[int] = None
+        self._proc: Optional[subprocess.Popen] = None
+        self._reader: Optional[threading.Thread] = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> "Server":
+        if self._proc is not None:
+            raise RuntimeError("server already started")
+        if not self.binary.exists():
+            pytest.fail(
+                f"sealstore binary not found at {self.binary}: build it "
+                "(cargo build --release) or set SEALSTORE_BIN",
+                pytrace=False,
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            str(self.binary),
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--addr",
+            "127.0.0.1:0",
+            "--fake-clock",
+            *self.extra_args,
+        ]
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        env["NO_COLOR"] = "1"
+        self.log.append(f"--- starting: {' '.join(cmd)}\n")
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+        )
+        self._proc = proc
+        found = threading.Event()
+        eof = threading.Event()
+        url_box: List[str] = []
+
+        def drain() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                self.log.append(line)
+                if not found.is_set():
+                    m = _LISTENING_RE.search(_ANSI_RE.sub("", line))
+                    if m:
+                        url_box.append(m.group(1).rstrip("/\"',;)"))
+                        found.set()
+            eof.set()
+            found.set()  # wake the waiter even if we never saw the line
+
+        self._reader = threading.Thread(target=drain, name="sealstore-log", daemon=True)
+        self._reader.start()
+
+        found.wait(START_TIMEOUT_S)
+        if not url_box:
+            exited = proc.poll()
+            if exited is None and eof.is_set():
+                try:
+                    exited = proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+            self._kill()
+            reason = (
+                f"exited with code {exited}"
+                if exited is not None
+                else f"printed no 'listening on http://...' line within {START_TIMEOUT_S:.0f} s"
+            )
+            raise RuntimeError(f"sealstore {reason}; output:\n{self.log_text()}")
+        self.url = url_box[0]
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM, wait up to 10 s, then SIGKILL. Safe to call twice."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.log.append(f"--- did not stop within {STOP_TIMEOUT_S:.0f} s of SIGTERM; killing\n")
+                proc.kill()
+                proc.wait()
+        self._finish()
+
+    def restart(self) -> "Server":
+        """Stop, then start again on the same data dir (the port, so the URL, changes)."""
+        self.stop()
+        return self.start()
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._finish()
+
+    def _finish(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            self.returncode = proc.returncode
+            self.log.append(f"--- exited with code {proc.returncode}\n")
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+            self._reader = None
+        self.url = None
+
+    # -- helpers -----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def advance(self, seconds: int) -> requests.Response:
+        """Move the fake clock forward; due transitions are applied before the reply."""
+        assert self.url, "server is not running"
+        resp = requests.post(
+            f"{self.url}/sealstore/v1/clock:advance",
+            json={"seconds": seconds},
+            timeout=60,
+        )
+        assert resp.status_code == 200, f"clock:advance -> {resp.status_code}: {resp.text}"
+        return resp
+
+    def log_text(self) -> str:
+        return "".join(self.log)
+
+
+# --------------------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------------------
+
+
+def make_kms_client(url: str) -> kms.KeyManagementServiceClient:
+    return kms.KeyManagementServiceClient(
+        transport="rest",
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=url),
+    )
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    srv = Server(tmp_path / "data")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        # Only shown by pytest when the test fails.
+        print(f"===== sealstore output ({srv.data_dir}) =====")
+        print(srv.log_text())
+
+
+@pytest.fixture
+def new_kms_client(server: Server) -> Callable[[], kms.KeyManagementServiceClient]:
+    """Factory: a fresh client for the server's *current* URL (use after restart)."""
+
+    def factory() -> kms.KeyManagementServiceClient:
+        assert server.url, "server is not running"
+        return make_kms_client(server.url)
+
+    return factory
+
+
+@pytest.fixture
+def kms_client(new_kms_client) -> kms.KeyManagementServiceClient:
+    return new_kms_client()
+
+
+# --------------------------------------------------------------------------------------
+# Plain helpers (import them: ``from conftest import crc32c, ...``)
+# --------------------------------------------------------------------------------------
+
+
+def crc32c(data: bytes) -> int:
+    """CRC32C (Castagnoli) as an int, like the samples' ``crcmod`` 'crc-32c'."""
+    return google_crc32c.value(bytes(data))
+
+
+def unique_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def version_name(key_name: str, version: int) -> str:
+    return f"{key_name}/cryptoKeyVersions/{version}"
+
+
+def create_key_ring(client: kms.KeyManagementServiceClient, prefix: str = "ring") -> kms.KeyRing:
+    ring_id = unique_id(prefix)
+    ring = client.create_key_ring(
+        request={"parent": LOCATION_NAME, "key_ring_id": ring_id, "key_ring": {}}
+    )
+    assert ring.name == f"{LOCATION_NAME}/keyRings/{ring_id}"
+    return ring
+
+
+def create_key(
+    client: kms.KeyManagementServiceClient,
+    ring_name: str,
+    purpose,
+    algorithm,
+    *,
+    prefix: str = "key",
+    protection_level=ProtectionLevel.SOFTWARE,
+    skip_initial_version_creation: bool = False,
+    **fields,
+) -> kms.CryptoKey:
+    """Create a key; extra keyword args are CryptoKey fields (labels, rotation_period...)."""
+    key_id = unique_id(prefix)
+    crypto_key = {
+        "purpose": purpose,
+        "version_template": {"protection_level": protection_level, "algorithm": algorithm},
+        **fields,
+    }
+    request = {"parent": ring_name, "crypto_key_id": key_id, "crypto_key": crypto_key}
+    if skip_initial_version_creation:
+        request["skip_initial_version_creation"] = True
+    key = client.create_crypto_key(request=request)
+    assert key.name == f"{ring_name}/cryptoKeys/{key_id}"
+    return key
+
+
+def create_symmetric_key(client, ring_name: str, **fields) -> kms.CryptoKey:
+    """A SOFTWARE ENCRYPT_DECRYPT key whose version 1 is ENABLED."""
+    key = create_key(
+        client,
+        ring_name,
+        Purpose.ENCRYPT_DECRYPT,
+        Algorithm.GOOGLE_SYMMETRIC_ENCRYPTION,
+        **fields,
+    )
+    wait_enabled(client, version_name(key.name, 1))
+    return key
+
+
+def wait_enabled(
+    client: kms.KeyManagementServiceClient,
+    name: str,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+) -> kms.CryptoKeyVersion:
+    """Poll a version until ENABLED (PENDING_GENERATION is the only acceptable detour)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        version = client.get_crypto_key_version(request={"name": name})
+        if version.state == State.ENABLED:
+            return version
+        assert version.state == State.PENDING_GENERATION, (
+            f"{name} went to {version.state.name} while waiting for ENABLED "
+            f"(generation_failure_reason={version.generation_failure_reason!r})"
+        )
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{name} still {version.state.name} after {timeout} s")
+        time.sleep(interval)
+
+
+def encrypt_symmetric(
+    client: kms.KeyManagementServiceClient,
+    key_name: str,
+    plaintext: bytes,
+    aad: Optional[bytes] = None,
+) -> kms.EncryptResponse:
+    """Encrypt with the integrity checks of python-docs-samples ``encrypt_symmetric.py``."""
+    request = {"name": key_name, "plaintext": plaintext, "plaintext_crc32c": crc32c(plaintext)}
+    if aad is not None:
+        request["additional_authenticated_data"] = aad
+        request["additional_authenticated_data_crc32c"] = crc32c(aad)
+    response = client.encrypt(request=request)
+    assert response.verified_plaintext_crc32c, "request corrupted in-transit (plaintext crc32c)"
+    if aad is not None:
+        assert response.verified_additional_authenticated_data_crc32c, "AAD crc32c not verified"
+    assert response.ciphertext_crc32c == crc32c(response.ciphertext), "response corrupted in-transit"
+    return response
+
+
+def decrypt_symmetric(
+    client: kms.KeyManagementServiceClient,
+    key_name: str,
+    ciphertext: bytes,
+    aad: Optional[bytes] = None,
+) -> kms.DecryptResponse:
+    """Decrypt with the integrity checks of python-docs-samples ``decrypt_symmetric.py``."""
+    request = {"name": key_name, "ciphertext": ciphertext, "ciphertext_crc32c": crc32c(ciphertext)}
+    if aad is not None:
+        request["additional_authenticated_data"] = aad
+        request["additional_authenticated_data_crc32c"] = crc32c(aad)
+    response = client.decrypt(request=request)
+    assert response.plaintext_crc32c == crc32c(response.plaintext), "response corrupted in-transit"
+    return response
+
+
+def set_version_state(client: kms.KeyManagementServiceClient, name: str, state) -> kms.CryptoKeyVersion:
+    """ENABLED <-> DISABLED via ``PATCH ...?updateMask=state`` (as the samples do)."""
+    return client.update_crypto_key_version(
+        request={
+            "crypto_key_version": {"name": name, "state": state},
+            "update_mask": {"paths": ["state"]},
+        }
+    )
+
+
+def get_public_key_checked(client: kms.KeyManagementServiceClient, name: str) -> kms.PublicKey:
+    """get_public_key with the checks of python-docs-samples ``get_public_key.py``."""
+    public_key = client.get_public_key(request={"name": name})
+    assert public_key.name == name, "the response names another key version"
+    assert public_key.pem_crc32c == crc32c(public_key.pem.encode("utf-8")), "PEM corrupted in-transit"
+    assert public_key.pem.startswith("-----BEGIN PUBLIC KEY-----")
+    return public_key
+
+
+def error_body(exc: GoogleAPICallError) -> Dict:
+    resp = getattr(exc, "response", None)
+    try:
+        return resp.json()["error"]
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+def error_status(exc: GoogleAPICallError) -> Optional[str]:
+    """The ``error.status`` string (google.rpc.Code name) of a REST error body."""
+    return error_body(exc).get("status")
+
+
+def precondition_violations(exc: GoogleAPICallError) -> List[Dict]:
+    """All ``google.rpc.PreconditionFailure`` violations in the error's details."""
+    out: List[Dict] = []
+    for detail in error_body(exc).get("details", []) or []:
+        if detail.get("@type") == "type.googleapis.com/google.rpc.PreconditionFailure":
+            out.extend(detail.get("violations", []))
+    return out
+
+
+def assert_not_enabled_error(exc: GoogleAPICallError, version: str, state: str) -> None:
+    """The Cloud KMS error for using a version that is not ENABLED (cloud-kms-api.md 6.4)."""
+    assert isinstance(exc, BadRequest), f"expected 400, got {exc!r}"
+    assert error_status(exc) == "FAILED_PRECONDITION", error_body(exc)
+    expected = f"{version} is not enabled, current state is: {state}."
+    assert expected in exc.message, f"{expected!r} not in {exc.message!r}"
+    violations = precondition_violations(exc)
+    assert any(
+        v.get("type") == f"KEY_{state}" and v.get("subject") == version for v in violations
+    ), f"no PreconditionFailure violation KEY_{state} for {version}: {error_body(exc)}"
+
+
+def whole_second_after(ts: datetime) -> datetime:
+    """The first whole second at or after ``ts``, as a plain UTC datetime."""
+    return datetime.fromtimestamp(math.ceil(ts.timestamp()), tz=timezone.utc)
