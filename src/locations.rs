@@ -23,7 +23,13 @@ pub struct Location {
 }
 
 const fn region(id: &'static str, display_name: &'static str, multi: Option<&'static str>) -> Location {
-    Location { id, kind: LocationKind::Region, display_name, multi_region: multi, regions: &[] }
+    Location {
+        id,
+        kind: LocationKind::Region,
+        display_name,
+        multi_region: multi,
+        regions: &[],
+    }
 }
 
 pub const CATALOG: &[Location] = &[
@@ -57,9 +63,27 @@ pub const CATALOG: &[Location] = &[
     region("asia-south1", "Mumbai", Some("asia")),
     region("asia-southeast1", "Singapore", Some("asia")),
     region("australia-southeast1", "Sydney", None),
-    Location { id: "us", kind: LocationKind::MultiRegion, display_name: "United States", multi_region: None, regions: &[] },
-    Location { id: "eu", kind: LocationKind::MultiRegion, display_name: "European Union", multi_region: None, regions: &[] },
-    Location { id: "asia", kind: LocationKind::MultiRegion, display_name: "Asia", multi_region: None, regions: &[] },
+    Location {
+        id: "us",
+        kind: LocationKind::MultiRegion,
+        display_name: "United States",
+        multi_region: None,
+        regions: &[],
+    },
+    Location {
+        id: "eu",
+        kind: LocationKind::MultiRegion,
+        display_name: "European Union",
+        multi_region: None,
+        regions: &[],
+    },
+    Location {
+        id: "asia",
+        kind: LocationKind::MultiRegion,
+        display_name: "Asia",
+        multi_region: None,
+        regions: &[],
+    },
     Location {
         id: "nam4",
         kind: LocationKind::DualRegion,
@@ -81,7 +105,13 @@ pub const CATALOG: &[Location] = &[
         multi_region: Some("asia"),
         regions: &["asia-northeast1", "asia-northeast2"],
     },
-    Location { id: "global", kind: LocationKind::Global, display_name: "Global", multi_region: None, regions: &[] },
+    Location {
+        id: "global",
+        kind: LocationKind::Global,
+        display_name: "Global",
+        multi_region: None,
+        regions: &[],
+    },
 ];
 
 /// Looks a location up case-insensitively (GCS spells them upper-case).

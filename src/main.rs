@@ -1,1 +1,76 @@
-fn main(){}
+//! The `sealstore` binary: `serve`, and client commands.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "sealstore",
+    version,
+    about = "Object storage with customer-managed keys and an embedded Cloud KMS"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (GCS JSON API, Cloud KMS REST API and ops API on one port).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Where the database, blobs and (by default) the root key live.
+    #[arg(long, env = "SEALSTORE_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Address to listen on; port 0 picks a free port (the log shows it).
+    #[arg(long, env = "SEALSTORE_ADDR", default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Start a manual clock and enable POST /sealstore/v1/clock:advance.
+    #[arg(long)]
+    fake_clock: bool,
+    /// Root key file (default DATA_DIR/root.key); must not be group/other readable.
+    #[arg(long, env = "SEALSTORE_ROOT_KEY_FILE")]
+    root_key_file: Option<PathBuf>,
+    /// Authentication mode.
+    #[arg(long, value_enum, default_value = "dev")]
+    auth: AuthMode,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AuthMode {
+    Dev,
+    Token,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Serve(args) => {
+            if matches!(args.auth, AuthMode::Token) {
+                anyhow::bail!("--auth token is not implemented yet: only --auth dev (loopback) is available");
+            }
+            let cfg = sealstore::server::ServeConfig {
+                data_dir: args.data_dir,
+                addr: args.addr,
+                fake_clock: args.fake_clock,
+                root_key_file: args.root_key_file,
+                root_key_env: std::env::var("SEALSTORE_ROOT_KEY").ok(),
+            };
+            tokio::runtime::Runtime::new()?.block_on(sealstore::server::serve(cfg))
+        }
+    }
+}

@@ -1,1 +1,35 @@
+//! The HTTP face: one router serves the Cloud KMS REST API, and the ops API, so
+//! every official client points at one URL.
 
+pub mod error;
+pub mod kms;
+pub mod ops;
+pub mod query;
+
+use crate::clock::Clock;
+use crate::iam::PolicyStore;
+use crate::kms::Kms;
+use axum::Router;
+use axum::routing::{any, get};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub kms: Kms,
+    pub policies: Arc<PolicyStore>,
+    pub clock: Arc<dyn Clock>,
+    /// `clock:advance` exists only with `--fake-clock`.
+    pub fake_clock: bool,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/sealstore/v1/{*rest}", any(ops::handle))
+        .route("/v1/{*rest}", any(kms::handle))
+        .fallback(ops::not_found)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(ops::panic_response))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -26,8 +26,12 @@ pub fn seal(key: &LessSafeKey, key_name: &str, version: u32, plaintext: &[u8], a
     out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(&nonce);
     let mut body = plaintext.to_vec();
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(gcm_aad(key_name, aad)), &mut body)
-        .expect("AES-GCM seal");
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(gcm_aad(key_name, aad)),
+        &mut body,
+    )
+    .expect("AES-GCM seal");
     out.extend_from_slice(&body);
     out
 }
@@ -44,7 +48,10 @@ pub fn open(key: &LessSafeKey, key_name: &str, ciphertext: &[u8], aad: &[u8]) ->
     version_of(ciphertext)?;
     let nonce = Nonce::try_assume_unique_for_key(&ciphertext[5..HEADER]).ok()?;
     let mut buf = zeroize::Zeroizing::new(ciphertext[HEADER..].to_vec());
-    let n = key.open_in_place(nonce, Aad::from(gcm_aad(key_name, aad)), &mut buf).ok()?.len();
+    let n = key
+        .open_in_place(nonce, Aad::from(gcm_aad(key_name, aad)), &mut buf)
+        .ok()?
+        .len();
     buf.truncate(n);
     Some(buf)
 }

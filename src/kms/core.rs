@@ -180,7 +180,13 @@ impl Kms {
             state.key_rings.insert(kr.name.to_string(), kr);
         }
         for key in snap.keys {
-            state.keys.insert(key.name.to_string(), KeyEntry { key, versions: BTreeMap::new() });
+            state.keys.insert(
+                key.name.to_string(),
+                KeyEntry {
+                    key,
+                    versions: BTreeMap::new(),
+                },
+            );
         }
         for (meta, sealed) in snap.versions {
             let material = match sealed {
@@ -196,7 +202,9 @@ impl Kms {
                 .keys
                 .get_mut(&meta.name.key.to_string())
                 .ok_or_else(|| KmsError::Internal(format!("version {} has no key", meta.name)))?;
-            entry.versions.insert(meta.name.version, VersionEntry { meta, material });
+            entry
+                .versions
+                .insert(meta.name.version, VersionEntry { meta, material });
         }
         for (job, sealed) in snap.import_jobs {
             let private_key = match sealed {
@@ -220,7 +228,12 @@ impl Kms {
             }),
         };
         kms.resume_pending_generation();
-        if kms.read().jobs.values().any(|j| j.job.state == super::types::ImportJobState::PENDING_GENERATION) {
+        if kms
+            .read()
+            .jobs
+            .values()
+            .any(|j| j.job.state == super::types::ImportJobState::PENDING_GENERATION)
+        {
             kms.start_wrapping_key_pool();
         }
         Ok(kms)
@@ -230,7 +243,9 @@ impl Kms {
     /// jobs. The server calls it at start-up; it is also started by the first job.
     pub fn start_wrapping_key_pool(&self) {
         let weak = Arc::downgrade(&self.inner);
-        self.inner.pool_started.call_once(|| super::import::start_pool_worker(weak));
+        self.inner
+            .pool_started
+            .call_once(|| super::import::start_pool_worker(weak));
     }
 
     pub fn set_destroy_guard(&self, guard: Arc<dyn DestroyGuard>) {
@@ -265,14 +280,21 @@ impl Kms {
         if state.key_rings.contains_key(&name.to_string()) {
             return Err(KmsError::AlreadyExists(format!("KeyRing {name} already exists.")));
         }
-        let kr = KeyRing { name, create_time: self.now() };
+        let kr = KeyRing {
+            name,
+            create_time: self.now(),
+        };
         self.commit(&[Write::KeyRing(&kr)])?;
         state.key_rings.insert(kr.name.to_string(), kr.clone());
         Ok(kr)
     }
 
     pub fn get_key_ring(&self, name: &KeyRingName) -> KmsResult<KeyRing> {
-        self.read().key_rings.get(&name.to_string()).cloned().ok_or_else(|| not_found("KeyRing", name))
+        self.read()
+            .key_rings
+            .get(&name.to_string())
+            .cloned()
+            .ok_or_else(|| not_found("KeyRing", name))
     }
 
     pub fn list_key_rings(&self, parent: &LocationName, opts: &ListOptions) -> KmsResult<Page<KeyRing>> {
@@ -292,16 +314,29 @@ impl Kms {
     // ---- crypto keys -----------------------------------------------------------
 
     pub(super) fn key_entry<'a>(state: &'a State, name: &CryptoKeyName) -> KmsResult<&'a KeyEntry> {
-        state.keys.get(&name.to_string()).ok_or_else(|| not_found("CryptoKey", name))
+        state
+            .keys
+            .get(&name.to_string())
+            .ok_or_else(|| not_found("CryptoKey", name))
     }
 
     pub(super) fn key_entry_mut<'a>(state: &'a mut State, name: &CryptoKeyName) -> KmsResult<&'a mut KeyEntry> {
-        state.keys.get_mut(&name.to_string()).ok_or_else(|| not_found("CryptoKey", name))
+        state
+            .keys
+            .get_mut(&name.to_string())
+            .ok_or_else(|| not_found("CryptoKey", name))
     }
 
     pub(super) fn view(entry: &KeyEntry) -> KeyView {
-        let primary = entry.key.primary.and_then(|id| entry.versions.get(&id)).map(|v| v.meta.clone());
-        KeyView { key: entry.key.clone(), primary }
+        let primary = entry
+            .key
+            .primary
+            .and_then(|id| entry.versions.get(&id))
+            .map(|v| v.meta.clone());
+        KeyView {
+            key: entry.key.clone(),
+            primary,
+        }
     }
 
     pub fn create_crypto_key(&self, parent: &KeyRingName, id: &str, spec: NewCryptoKey) -> KmsResult<KeyView> {
@@ -334,7 +369,13 @@ impl Kms {
                 "{name}: an importOnly key must be created with skipInitialVersionCreation=true."
             )));
         }
-        check_rotation(&name, spec.purpose, spec.import_only, spec.rotation_period, spec.next_rotation_time)?;
+        check_rotation(
+            &name,
+            spec.purpose,
+            spec.import_only,
+            spec.rotation_period,
+            spec.next_rotation_time,
+        )?;
         let destroy = spec.destroy_scheduled_duration.unwrap_or(DEFAULT_DESTROY_SCHEDULED);
         if !(DAY..=MAX_DESTROY_SCHEDULED).contains(&destroy) {
             return Err(KmsError::InvalidArgument(format!(
@@ -364,7 +405,10 @@ impl Kms {
         if state.keys.contains_key(&name.to_string()) {
             return Err(KmsError::AlreadyExists(format!("CryptoKey {name} already exists.")));
         }
-        let mut entry = KeyEntry { key: key.clone(), versions: BTreeMap::new() };
+        let mut entry = KeyEntry {
+            key: key.clone(),
+            versions: BTreeMap::new(),
+        };
         if spec.skip_initial_version_creation {
             self.commit(&[Write::Key(&key)])?;
         } else {
@@ -372,7 +416,9 @@ impl Kms {
             if spec.purpose == Purpose::ENCRYPT_DECRYPT {
                 key.primary = Some(version.meta.name.version);
             }
-            let sealed = material.as_ref().map(|m| self.inner.sealer.seal(&version.meta.name.to_string(), m.raw()));
+            let sealed = material
+                .as_ref()
+                .map(|m| self.inner.sealer.seal(&version.meta.name.to_string(), m.raw()));
             self.commit(&[
                 Write::Key(&key),
                 Write::Version(&version.meta, sealed.as_deref().map_or(Sealed::Keep, Sealed::Set)),
@@ -397,7 +443,11 @@ impl Kms {
         let (state, material, generate_time) = if key.algorithm.is_asymmetric() {
             (VersionState::PENDING_GENERATION, None, None)
         } else {
-            (VersionState::ENABLED, Some(Arc::new(Material::generate(key.algorithm)?)), Some(now))
+            (
+                VersionState::ENABLED,
+                Some(Arc::new(Material::generate(key.algorithm)?)),
+                Some(now),
+            )
         };
         let meta = CryptoKeyVersion {
             name,
@@ -415,7 +465,13 @@ impl Kms {
             imported: false,
             fingerprint: None,
         };
-        Ok((VersionEntry { meta, material: material.clone() }, material))
+        Ok((
+            VersionEntry {
+                meta,
+                material: material.clone(),
+            },
+            material,
+        ))
     }
 
     fn spawn_generation(&self, version: VersionName, algorithm: Algorithm) {
@@ -428,8 +484,12 @@ impl Kms {
 
     fn finish_generation(&self, name: &VersionName, result: KmsResult<Material>) {
         let mut state = self.write();
-        let Some(entry) = state.keys.get_mut(&name.key.to_string()) else { return };
-        let Some(v) = entry.versions.get_mut(&name.version) else { return };
+        let Some(entry) = state.keys.get_mut(&name.key.to_string()) else {
+            return;
+        };
+        let Some(v) = entry.versions.get_mut(&name.version) else {
+            return;
+        };
         if v.meta.state != VersionState::PENDING_GENERATION {
             return;
         }
@@ -439,7 +499,8 @@ impl Kms {
                 meta.state = VersionState::ENABLED;
                 meta.generate_time = Some(self.now());
                 let sealed = self.inner.sealer.seal(&name.to_string(), material.raw());
-                self.commit(&[Write::Version(&meta, Sealed::Set(&sealed))]).map(|_| Some(Arc::new(material)))
+                self.commit(&[Write::Version(&meta, Sealed::Set(&sealed))])
+                    .map(|_| Some(Arc::new(material)))
             }
             Err(e) => {
                 meta.state = VersionState::GENERATION_FAILED;
@@ -486,7 +547,13 @@ impl Kms {
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
             .filter(|(k, e)| {
-                filter.matches(|f| if f == "purpose" { e.key.purpose.to_string() } else { k.to_string() })
+                filter.matches(|f| {
+                    if f == "purpose" {
+                        e.key.purpose.to_string()
+                    } else {
+                        k.to_string()
+                    }
+                })
             })
             .map(|(k, e)| (k.clone(), Self::view(e)))
             .collect();
@@ -515,7 +582,13 @@ impl Kms {
             }
             key.algorithm = a;
         }
-        check_rotation(name, key.purpose, key.import_only, key.rotation_period, key.next_rotation_time)?;
+        check_rotation(
+            name,
+            key.purpose,
+            key.import_only,
+            key.rotation_period,
+            key.next_rotation_time,
+        )?;
         self.commit(&[Write::Key(&key)])?;
         entry.key = key;
         Ok(Self::view(entry))
@@ -554,7 +627,9 @@ impl Kms {
         }
         let mut key = entry.key.clone();
         let (version, material) = self.new_version(&mut key, now)?;
-        let sealed = material.as_ref().map(|m| self.inner.sealer.seal(&version.meta.name.to_string(), m.raw()));
+        let sealed = material
+            .as_ref()
+            .map(|m| self.inner.sealer.seal(&version.meta.name.to_string(), m.raw()));
         self.commit(&[
             Write::Key(&key),
             Write::Version(&version.meta, sealed.as_deref().map_or(Sealed::Keep, Sealed::Set)),
@@ -572,7 +647,11 @@ impl Kms {
     pub fn get_version(&self, name: &VersionName) -> KmsResult<CryptoKeyVersion> {
         let state = self.read();
         let entry = Self::key_entry(&state, &name.key)?;
-        entry.versions.get(&name.version).map(|v| v.meta.clone()).ok_or_else(|| not_found("CryptoKeyVersion", name))
+        entry
+            .versions
+            .get(&name.version)
+            .map(|v| v.meta.clone())
+            .ok_or_else(|| not_found("CryptoKeyVersion", name))
     }
 
     pub fn list_versions(&self, parent: &CryptoKeyName, opts: &ListOptions) -> KmsResult<Page<CryptoKeyVersion>> {
@@ -603,7 +682,10 @@ impl Kms {
         let mut state = self.write();
         let entry = Self::key_entry_mut(&mut state, &name.key)?;
         let key = entry.key.clone();
-        let v = entry.versions.get_mut(&name.version).ok_or_else(|| not_found("CryptoKeyVersion", name))?;
+        let v = entry
+            .versions
+            .get_mut(&name.version)
+            .ok_or_else(|| not_found("CryptoKeyVersion", name))?;
         let mut meta = v.meta.clone();
         let erase = f(&mut meta, &key)?;
         self.commit(&[Write::Version(&meta, if erase { Sealed::Erase } else { Sealed::Keep })])?;
@@ -681,7 +763,9 @@ impl Kms {
             .keys
             .values()
             .flat_map(|k| k.versions.values())
-            .filter(|v| v.meta.state == VersionState::DESTROY_SCHEDULED && v.meta.destroy_time.is_some_and(|t| t <= now))
+            .filter(|v| {
+                v.meta.state == VersionState::DESTROY_SCHEDULED && v.meta.destroy_time.is_some_and(|t| t <= now)
+            })
             .map(|v| v.meta.name.clone())
             .collect();
         for name in due {
@@ -734,7 +818,9 @@ impl Kms {
             next += to_delta(period);
         }
         key.next_rotation_time = Some(next);
-        let sealed = material.as_ref().map(|m| self.inner.sealer.seal(&version.meta.name.to_string(), m.raw()));
+        let sealed = material
+            .as_ref()
+            .map(|m| self.inner.sealer.seal(&version.meta.name.to_string(), m.raw()));
         self.commit(&[
             Write::Key(&key),
             Write::Version(&version.meta, sealed.as_deref().map_or(Sealed::Keep, Sealed::Set)),
@@ -749,11 +835,20 @@ impl Kms {
 
     /// The material of an ENABLED version, or the Cloud KMS "is not enabled" error.
     pub(super) fn usable(entry: &KeyEntry, id: u32) -> KmsResult<(Arc<Material>, ProtectionLevel)> {
-        let v = entry.versions.get(&id).ok_or_else(|| not_found("CryptoKeyVersion", &entry.key.name.version(id)))?;
+        let v = entry
+            .versions
+            .get(&id)
+            .ok_or_else(|| not_found("CryptoKeyVersion", &entry.key.name.version(id)))?;
         if v.meta.state != VersionState::ENABLED {
-            return Err(KmsError::NotEnabled { version: v.meta.name.to_string(), state: v.meta.state });
+            return Err(KmsError::NotEnabled {
+                version: v.meta.name.to_string(),
+                state: v.meta.state,
+            });
         }
-        let m = v.material.clone().ok_or_else(|| KmsError::Internal(format!("{} has no material", v.meta.name)))?;
+        let m = v
+            .material
+            .clone()
+            .ok_or_else(|| KmsError::Internal(format!("{} has no material", v.meta.name)))?;
         Ok((m, v.meta.protection_level))
     }
 
@@ -804,9 +899,15 @@ impl Kms {
             (m, level, id)
         };
         Self::check_sizes(level, plaintext.len(), aad.len())?;
-        let aes = material.aes().ok_or_else(|| KmsError::Internal("symmetric version without AES key".into()))?;
+        let aes = material
+            .aes()
+            .ok_or_else(|| KmsError::Internal("symmetric version without AES key".into()))?;
         let ciphertext = ciphertext::seal(aes, &key_name.to_string(), id, plaintext, aad);
-        Ok(EncryptOutput { version: key_name.version(id), ciphertext, protection_level: level })
+        Ok(EncryptOutput {
+            version: key_name.version(id),
+            ciphertext,
+            protection_level: level,
+        })
     }
 
     pub fn decrypt(&self, key_name: &CryptoKeyName, ct: &[u8], aad: &[u8]) -> KmsResult<DecryptOutput> {
@@ -834,7 +935,11 @@ impl Kms {
         };
         let aes = material.aes().ok_or(KmsError::DecryptionFailed)?;
         let plaintext = ciphertext::open(aes, &key_name.to_string(), ct, aad).ok_or(KmsError::DecryptionFailed)?;
-        Ok(DecryptOutput { plaintext, used_primary, protection_level: level })
+        Ok(DecryptOutput {
+            plaintext,
+            used_primary,
+            protection_level: level,
+        })
     }
 
     fn version_material(&self, name: &VersionName, purpose: Purpose) -> KmsResult<(Arc<Material>, ProtectionLevel)> {
@@ -857,7 +962,11 @@ impl Kms {
         Ok((m.sign(input)?, level))
     }
 
-    pub fn asymmetric_decrypt(&self, name: &VersionName, ct: &[u8]) -> KmsResult<(Zeroizing<Vec<u8>>, ProtectionLevel)> {
+    pub fn asymmetric_decrypt(
+        &self,
+        name: &VersionName,
+        ct: &[u8],
+    ) -> KmsResult<(Zeroizing<Vec<u8>>, ProtectionLevel)> {
         let (m, level) = self.version_material(name, Purpose::ASYMMETRIC_DECRYPT)?;
         Ok((m.asymmetric_decrypt(ct)?, level))
     }
@@ -865,13 +974,21 @@ impl Kms {
     pub fn mac_sign(&self, name: &VersionName, data: &[u8]) -> KmsResult<(Vec<u8>, ProtectionLevel)> {
         let (m, level) = self.version_material(name, Purpose::MAC)?;
         Self::check_sizes(level, data.len(), 0)?;
-        Ok((m.mac_sign(data).ok_or_else(|| KmsError::Internal("MAC key without HMAC".into()))?, level))
+        Ok((
+            m.mac_sign(data)
+                .ok_or_else(|| KmsError::Internal("MAC key without HMAC".into()))?,
+            level,
+        ))
     }
 
     pub fn mac_verify(&self, name: &VersionName, data: &[u8], mac: &[u8]) -> KmsResult<(bool, ProtectionLevel)> {
         let (m, level) = self.version_material(name, Purpose::MAC)?;
         Self::check_sizes(level, data.len(), 0)?;
-        Ok((m.mac_verify(data, mac).ok_or_else(|| KmsError::Internal("MAC key without HMAC".into()))?, level))
+        Ok((
+            m.mac_verify(data, mac)
+                .ok_or_else(|| KmsError::Internal("MAC key without HMAC".into()))?,
+            level,
+        ))
     }
 
     pub fn get_public_key(&self, name: &VersionName) -> KmsResult<PublicKeyOutput> {
@@ -884,8 +1001,15 @@ impl Kms {
             )));
         }
         let (m, level) = Self::usable(entry, name.version)?;
-        let der = m.public_key_der().ok_or_else(|| KmsError::Internal("asymmetric key without public key".into()))?;
-        Ok(PublicKeyOutput { pem: spki_pem(der), der: der.to_vec(), algorithm: m.algorithm(), protection_level: level })
+        let der = m
+            .public_key_der()
+            .ok_or_else(|| KmsError::Internal("asymmetric key without public key".into()))?;
+        Ok(PublicKeyOutput {
+            pem: spki_pem(der),
+            der: der.to_vec(),
+            algorithm: m.algorithm(),
+            protection_level: level,
+        })
     }
 
     /// The sealed bytes stored for a version or import job (tests prove erasure with it).
@@ -894,6 +1018,9 @@ impl Kms {
     }
 
     pub(super) fn import_job_entry<'a>(state: &'a State, name: &ImportJobName) -> KmsResult<&'a JobEntry> {
-        state.jobs.get(&name.to_string()).ok_or_else(|| not_found("ImportJob", name))
+        state
+            .jobs
+            .get(&name.to_string())
+            .ok_or_else(|| not_found("ImportJob", name))
     }
 }

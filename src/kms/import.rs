@@ -38,7 +38,10 @@ impl WrappingKeyPool {
 
     fn take(&self, bits: usize) -> Option<WrappingKey> {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let k = keys.iter_mut().find(|(b, _)| *b == bits).and_then(|(_, q)| q.pop_front());
+        let k = keys
+            .iter_mut()
+            .find(|(b, _)| *b == bits)
+            .and_then(|(_, q)| q.pop_front());
         self.wake.notify_all();
         k
     }
@@ -53,7 +56,10 @@ impl WrappingKeyPool {
     /// The size most in need of a key, if any is below target.
     fn wanted(&self) -> Option<usize> {
         let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        POOL_TARGET.iter().find(|(bits, target)| keys.iter().any(|(b, q)| b == bits && q.len() < *target)).map(|(b, _)| *b)
+        POOL_TARGET
+            .iter()
+            .find(|(bits, target)| keys.iter().any(|(b, q)| b == bits && q.len() < *target))
+            .map(|(b, _)| *b)
     }
 
     fn wait(&self, timeout: Duration) {
@@ -72,7 +78,10 @@ pub(super) fn start_pool_worker(inner: Weak<Inner>) {
                 let Some(strong) = inner.upgrade() else { return };
                 let kms = Kms { inner: strong };
                 let pending = kms.oldest_pending_job();
-                let bits = pending.as_ref().map(|(_, bits)| *bits).or_else(|| kms.inner.pool.wanted());
+                let bits = pending
+                    .as_ref()
+                    .map(|(_, bits)| *bits)
+                    .or_else(|| kms.inner.pool.wanted());
                 let Some(bits) = bits else {
                     let pool = Arc::clone(&kms.inner);
                     drop(kms);
@@ -137,12 +146,25 @@ impl Kms {
             generate_time: key.as_ref().map(|_| now),
             expire_time: now + IMPORT_JOB_LIFETIME,
             expire_event_time: None,
-            state: if key.is_some() { ImportJobState::ACTIVE } else { ImportJobState::PENDING_GENERATION },
+            state: if key.is_some() {
+                ImportJobState::ACTIVE
+            } else {
+                ImportJobState::PENDING_GENERATION
+            },
             public_key_der: key.as_ref().map(|k| k.public_key_der().to_vec()),
         };
         let sealed = key.as_ref().map(|k| self.sealer().seal(&name.to_string(), k.pkcs8()));
-        self.commit(&[Write::ImportJob(&job, sealed.as_deref().map_or(Sealed::Keep, Sealed::Set))])?;
-        state.jobs.insert(name.to_string(), JobEntry { job: job.clone(), private_key: key.map(Arc::new) });
+        self.commit(&[Write::ImportJob(
+            &job,
+            sealed.as_deref().map_or(Sealed::Keep, Sealed::Set),
+        )])?;
+        state.jobs.insert(
+            name.to_string(),
+            JobEntry {
+                job: job.clone(),
+                private_key: key.map(Arc::new),
+            },
+        );
         Ok(job)
     }
 
@@ -160,7 +182,9 @@ impl Kms {
     fn activate_job(&self, name: &ImportJobName, key: WrappingKey) -> Option<WrappingKey> {
         let now = self.now();
         let mut state = self.write();
-        let Some(entry) = state.jobs.get_mut(&name.to_string()) else { return Some(key) };
+        let Some(entry) = state.jobs.get_mut(&name.to_string()) else {
+            return Some(key);
+        };
         if entry.job.state != ImportJobState::PENDING_GENERATION {
             return Some(key);
         }
@@ -193,7 +217,15 @@ impl Kms {
             .jobs
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter(|(k, j)| filter.matches(|f| if f == "state" { j.job.state.to_string() } else { k.to_string() }))
+            .filter(|(k, j)| {
+                filter.matches(|f| {
+                    if f == "state" {
+                        j.job.state.to_string()
+                    } else {
+                        k.to_string()
+                    }
+                })
+            })
             .map(|(k, j)| (k.clone(), j.job.clone()))
             .collect();
         paginate(items, opts)
@@ -226,7 +258,9 @@ impl Kms {
     /// new version) or a rejection that leaves the version untouched (re-import).
     pub fn import_version(&self, req: ImportRequest) -> KmsResult<CryptoKeyVersion> {
         if req.wrapped_key.is_empty() {
-            return Err(KmsError::InvalidArgument("An argument to the import operation was malformed: wrappedKey is empty.".into()));
+            return Err(KmsError::InvalidArgument(
+                "An argument to the import operation was malformed: wrappedKey is empty.".into(),
+            ));
         }
         if req.wrapped_key.len() > MAX_WRAPPED_KEY {
             return Err(KmsError::InvalidArgument(format!(
@@ -239,7 +273,9 @@ impl Kms {
             Err(e) => Err(e.to_string()),
             Ok(raw) => {
                 let fp = self.sealer().fingerprint(req.algorithm.name(), &raw);
-                Material::from_raw(req.algorithm, raw).map(|m| (m, fp)).map_err(|MaterialError::BadFormat(m)| m)
+                Material::from_raw(req.algorithm, raw)
+                    .map(|m| (m, fp))
+                    .map_err(|MaterialError::BadFormat(m)| m)
             }
         };
         let now = self.now();
@@ -247,13 +283,18 @@ impl Kms {
         let entry = Self::key_entry_mut(&mut state, &req.parent)?;
         match &req.version {
             Some(target) => {
-                let v = entry.versions.get_mut(&target.version).ok_or_else(|| not_found("CryptoKeyVersion", target))?;
+                let v = entry
+                    .versions
+                    .get_mut(&target.version)
+                    .ok_or_else(|| not_found("CryptoKeyVersion", target))?;
                 Self::check_reimport_target(&v.meta, req.algorithm)?;
                 let (material, fp) = parsed.map_err(|reason| {
                     KmsError::FailedPrecondition(format!("Re-import into {target} failed: {reason}."))
                 })?;
                 if let Some(expected) = &v.meta.fingerprint
-                    && !self.sealer().fingerprint_matches(expected, req.algorithm.name(), material.raw())
+                    && !self
+                        .sealer()
+                        .fingerprint_matches(expected, req.algorithm.name(), material.raw())
                 {
                     return Err(KmsError::FailedPrecondition(format!(
                         "The key material does not match the original key material of {target}."
@@ -304,13 +345,21 @@ impl Kms {
                         None
                     }
                 };
-                let sealed = material.as_ref().map(|m| self.sealer().seal(&name.to_string(), m.raw()));
+                let sealed = material
+                    .as_ref()
+                    .map(|m| self.sealer().seal(&name.to_string(), m.raw()));
                 self.commit(&[
                     Write::Key(&key),
                     Write::Version(&meta, sealed.as_deref().map_or(Sealed::Keep, Sealed::Set)),
                 ])?;
                 entry.key = key;
-                entry.versions.insert(name.version, VersionEntry { meta: meta.clone(), material: material.map(Arc::new) });
+                entry.versions.insert(
+                    name.version,
+                    VersionEntry {
+                        meta: meta.clone(),
+                        material: material.map(Arc::new),
+                    },
+                );
                 Ok(meta)
             }
         }
@@ -365,7 +414,10 @@ impl Kms {
                     req.parent
                 )));
             }
-            let v = entry.versions.get(&target.version).ok_or_else(|| not_found("CryptoKeyVersion", target))?;
+            let v = entry
+                .versions
+                .get(&target.version)
+                .ok_or_else(|| not_found("CryptoKeyVersion", target))?;
             Self::check_reimport_target(&v.meta, req.algorithm)?;
         }
         let key = job

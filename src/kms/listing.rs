@@ -59,13 +59,20 @@ impl Filter {
             };
             let field = field.trim();
             if !fields.contains(&field) {
-                return Err(bad(&format!("unknown field \"{field}\" (supported: {})", fields.join(", "))));
+                return Err(bad(&format!(
+                    "unknown field \"{field}\" (supported: {})",
+                    fields.join(", ")
+                )));
             }
             let value = value.trim().trim_matches('"');
             if value.is_empty() {
                 return Err(bad("empty value"));
             }
-            clauses.push(Clause { field: field.to_owned(), op, value: value.to_owned() });
+            clauses.push(Clause {
+                field: field.to_owned(),
+                op,
+                value: value.to_owned(),
+            });
         }
         Ok(Self(clauses))
     }
@@ -109,12 +116,22 @@ pub fn paginate<T>(items: Vec<(String, T)>, opts: &ListOptions) -> KmsResult<Pag
         ),
     };
     let total_size = items.len();
-    let mut rest: Vec<(String, T)> =
-        items.into_iter().filter(|(k, _)| after.as_ref().is_none_or(|a| k > a)).collect();
+    let mut rest: Vec<(String, T)> = items
+        .into_iter()
+        .filter(|(k, _)| after.as_ref().is_none_or(|a| k > a))
+        .collect();
     let more = rest.len() > page_size;
     rest.truncate(page_size);
-    let next_page_token = if more { rest.last().map(|(k, _)| URL_SAFE_NO_PAD.encode(k)) } else { None };
-    Ok(Page { items: rest.into_iter().map(|(_, t)| t).collect(), next_page_token, total_size })
+    let next_page_token = if more {
+        rest.last().map(|(k, _)| URL_SAFE_NO_PAD.encode(k))
+    } else {
+        None
+    };
+    Ok(Page {
+        items: rest.into_iter().map(|(_, t)| t).collect(),
+        next_page_token,
+        total_size,
+    })
 }
 
 #[cfg(test)]
@@ -127,7 +144,11 @@ mod tests {
         assert!(f.matches(|_| "ENABLED".into()));
         assert!(!f.matches(|_| "DESTROYED".into()));
         assert!(!f.matches(|_| "DESTROY_SCHEDULED".into()));
-        assert!(Filter::parse("state:ENABLED", &["state"]).unwrap().matches(|_| "ENABLED".into()));
+        assert!(
+            Filter::parse("state:ENABLED", &["state"])
+                .unwrap()
+                .matches(|_| "ENABLED".into())
+        );
         assert!(Filter::parse("colour = red", &["state"]).is_err());
         assert!(Filter::parse("state", &["state"]).is_err());
     }
@@ -135,7 +156,10 @@ mod tests {
     #[test]
     fn pagination_walks_every_item_once() {
         let items: Vec<(String, u32)> = (1..=5).map(|i| (format!("{i:010}"), i)).collect();
-        let mut opts = ListOptions { page_size: Some(2), ..Default::default() };
+        let mut opts = ListOptions {
+            page_size: Some(2),
+            ..Default::default()
+        };
         let mut seen = vec![];
         loop {
             let page = paginate(items.clone(), &opts).unwrap();

@@ -42,19 +42,25 @@ pub struct Material {
 
 impl std::fmt::Debug for Material {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Material").field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("Material")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
 pub enum SignInput<'a> {
-    /// A digest computed by the caller with the algorithm's hash.
-    Digest(&'a [u8]),
+    /// A digest computed by the caller, with the hash the caller says it used.
+    Digest(Hash, &'a [u8]),
     /// Raw data; the server hashes it.
     Data(&'a [u8]),
 }
 
 fn ec_alg(curve_bits: usize) -> &'static EcdsaSigningAlgorithm {
-    if curve_bits == 384 { &ECDSA_P384_SHA384_ASN1_SIGNING } else { &ECDSA_P256_SHA256_ASN1_SIGNING }
+    if curve_bits == 384 {
+        &ECDSA_P384_SHA384_ASN1_SIGNING
+    } else {
+        &ECDSA_P256_SHA256_ASN1_SIGNING
+    }
 }
 
 fn rsa_size(bits: usize) -> KeySize {
@@ -140,10 +146,14 @@ impl Material {
             }
             AlgorithmKind::EcSign { curve_bits } => {
                 let kp = EcdsaKeyPair::from_pkcs8(ec_alg(curve_bits), &raw).map_err(|_| {
-                    bad(format!("{algorithm} needs a PKCS#8 DER private key on the P-{curve_bits} curve"))
+                    bad(format!(
+                        "{algorithm} needs a PKCS#8 DER private key on the P-{curve_bits} curve"
+                    ))
                 })?;
-                let spki: PublicKeyX509Der =
-                    kp.public_key().as_der().map_err(|_| bad("public key could not be encoded".into()))?;
+                let spki: PublicKeyX509Der = kp
+                    .public_key()
+                    .as_der()
+                    .map_err(|_| bad("public key could not be encoded".into()))?;
                 let spki = spki.as_ref().to_vec();
                 (Ops::Ec(kp), Some(spki))
             }
@@ -156,8 +166,10 @@ impl Material {
                         kp.public_modulus_len() * 8
                     )));
                 }
-                let spki: PublicKeyX509Der =
-                    kp.public_key().as_der().map_err(|_| bad("public key could not be encoded".into()))?;
+                let spki: PublicKeyX509Der = kp
+                    .public_key()
+                    .as_der()
+                    .map_err(|_| bad("public key could not be encoded".into()))?;
                 let spki = spki.as_ref().to_vec();
                 let enc: &'static dyn RsaEncoding = if matches!(algorithm.kind(), AlgorithmKind::RsaSignPss { .. }) {
                     &RSA_PSS_SHA256
@@ -170,16 +182,26 @@ impl Material {
                 let k = PrivateDecryptingKey::from_pkcs8(&raw)
                     .map_err(|_| bad(format!("{algorithm} needs a PKCS#8 DER RSA private key")))?;
                 if k.key_size_bits() != bits {
-                    return Err(bad(format!("{algorithm} needs a {bits}-bit RSA key, got {} bits", k.key_size_bits())));
+                    return Err(bad(format!(
+                        "{algorithm} needs a {bits}-bit RSA key, got {} bits",
+                        k.key_size_bits()
+                    )));
                 }
-                let spki: PublicKeyX509Der =
-                    k.public_key().as_der().map_err(|_| bad("public key could not be encoded".into()))?;
+                let spki: PublicKeyX509Der = k
+                    .public_key()
+                    .as_der()
+                    .map_err(|_| bad("public key could not be encoded".into()))?;
                 let spki = spki.as_ref().to_vec();
                 let oaep = OaepPrivateDecryptingKey::new(k).map_err(|_| bad("unusable RSA key".into()))?;
                 (Ops::RsaDecrypt(oaep), Some(spki))
             }
         };
-        Ok(Self { algorithm, raw, public_key_der, ops })
+        Ok(Self {
+            algorithm,
+            raw,
+            public_key_der,
+            ops,
+        })
     }
 
     pub fn aes(&self) -> Option<&LessSafeKey> {
@@ -208,8 +230,8 @@ impl Material {
     pub fn sign(&self, input: SignInput<'_>) -> KmsResult<Vec<u8>> {
         let hash = self.algorithm.hash();
         let digest = match input {
-            SignInput::Digest(d) => {
-                if d.len() != hash.len() {
+            SignInput::Digest(given, d) => {
+                if given != hash || d.len() != hash.len() {
                     return Err(KmsError::InvalidArgument(format!(
                         "The digest must be a {}-byte {} digest for {}.",
                         hash.len(),
@@ -230,14 +252,20 @@ impl Material {
                 kp.sign_digest(*enc, &digest, &mut sig).map_err(failed)?;
                 Ok(sig)
             }
-            _ => Err(KmsError::FailedPrecondition(format!("{} keys cannot sign.", self.algorithm))),
+            _ => Err(KmsError::FailedPrecondition(format!(
+                "{} keys cannot sign.",
+                self.algorithm
+            ))),
         }
     }
 
     /// RSA-OAEP decryption with the algorithm's hash for both OAEP and MGF1, empty label.
     pub fn asymmetric_decrypt(&self, ciphertext: &[u8]) -> KmsResult<Zeroizing<Vec<u8>>> {
         let Ops::RsaDecrypt(k) = &self.ops else {
-            return Err(KmsError::FailedPrecondition(format!("{} keys cannot decrypt.", self.algorithm)));
+            return Err(KmsError::FailedPrecondition(format!(
+                "{} keys cannot decrypt.",
+                self.algorithm
+            )));
         };
         if ciphertext.len() != k.key_size_bytes() {
             return Err(KmsError::InvalidArgument(format!(
@@ -246,9 +274,16 @@ impl Material {
                 self.algorithm
             )));
         }
-        let alg = if self.algorithm.hash() == Hash::Sha1 { &OAEP_SHA1_MGF1SHA1 } else { &OAEP_SHA256_MGF1SHA256 };
+        let alg = if self.algorithm.hash() == Hash::Sha1 {
+            &OAEP_SHA1_MGF1SHA1
+        } else {
+            &OAEP_SHA256_MGF1SHA256
+        };
         let mut out = Zeroizing::new(vec![0u8; k.min_output_size()]);
-        let n = k.decrypt(alg, ciphertext, &mut out, None).map_err(|_| KmsError::DecryptionFailed)?.len();
+        let n = k
+            .decrypt(alg, ciphertext, &mut out, None)
+            .map_err(|_| KmsError::DecryptionFailed)?
+            .len();
         out.truncate(n);
         Ok(out)
     }
@@ -277,18 +312,26 @@ mod tests {
         assert!(Material::from_raw(Algorithm::GOOGLE_SYMMETRIC_ENCRYPTION, Zeroizing::new(vec![0; 31])).is_err());
         let m = Material::from_raw(Algorithm::GOOGLE_SYMMETRIC_ENCRYPTION, Zeroizing::new(vec![0; 32])).unwrap();
         assert!(m.aes().is_some());
-        assert_eq!(format!("{m:?}"), "Material { algorithm: GOOGLE_SYMMETRIC_ENCRYPTION, .. }");
+        assert_eq!(
+            format!("{m:?}"),
+            "Material { algorithm: GOOGLE_SYMMETRIC_ENCRYPTION, .. }"
+        );
     }
 
     #[test]
     fn ec_sign_verifies_and_rejects_the_wrong_curve() {
         let m = Material::generate(Algorithm::EC_SIGN_P256_SHA256).unwrap();
         let sig = m.sign(SignInput::Data(b"hello")).unwrap();
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, ec_point(&m)).verify(b"hello", &sig).unwrap();
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, ec_point(&m))
+            .verify(b"hello", &sig)
+            .unwrap();
         let d = digest::digest(&digest::SHA256, b"hello");
-        let sig2 = m.sign(SignInput::Digest(d.as_ref())).unwrap();
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, ec_point(&m)).verify(b"hello", &sig2).unwrap();
-        assert!(m.sign(SignInput::Digest(&[0; 48])).is_err());
+        let sig2 = m.sign(SignInput::Digest(Hash::Sha256, d.as_ref())).unwrap();
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, ec_point(&m))
+            .verify(b"hello", &sig2)
+            .unwrap();
+        assert!(m.sign(SignInput::Digest(Hash::Sha384, &[0; 48])).is_err());
+        assert!(m.sign(SignInput::Digest(Hash::Sha256, &[0; 31])).is_err());
         let raw = Zeroizing::new(m.raw().to_vec());
         assert!(Material::from_raw(Algorithm::EC_SIGN_P384_SHA384, raw).is_err());
         assert!(spki_pem(m.public_key_der().unwrap()).starts_with("-----BEGIN PUBLIC KEY-----\n"));

@@ -7,6 +7,7 @@ pub mod error;
 mod import;
 pub mod listing;
 pub mod material;
+pub use material::SignInput;
 pub mod model;
 pub mod names;
 pub mod seal;

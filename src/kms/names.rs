@@ -12,14 +12,17 @@ pub fn valid_id(id: &str) -> bool {
 /// but still a single path segment of safe characters.
 pub fn valid_project(p: &str) -> bool {
     (1..=100).contains(&p.len())
-        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' || b == b':')
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' || b == b':')
 }
 
 fn check_id(kind: &str, id: &str) -> Result<(), KmsError> {
     if valid_id(id) {
         Ok(())
     } else {
-        Err(KmsError::InvalidArgument(format!("{kind} id \"{id}\" must match [a-zA-Z0-9_-]{{1,63}}.")))
+        Err(KmsError::InvalidArgument(format!(
+            "{kind} id \"{id}\" must match [a-zA-Z0-9_-]{{1,63}}."
+        )))
     }
 }
 
@@ -64,32 +67,51 @@ impl LocationName {
                 "Location \"{location}\" is not a Cloud KMS location known to sealstore."
             )));
         }
-        Ok(Self { project: project.to_owned(), location: location.to_owned() })
+        Ok(Self {
+            project: project.to_owned(),
+            location: location.to_owned(),
+        })
     }
 
     pub fn key_ring(&self, id: &str) -> Result<KeyRingName, KmsError> {
         check_id("KeyRing", id)?;
-        Ok(KeyRingName { project: self.project.clone(), location: self.location.clone(), key_ring: id.to_owned() })
+        Ok(KeyRingName {
+            project: self.project.clone(),
+            location: self.location.clone(),
+            key_ring: id.to_owned(),
+        })
     }
 }
 
 impl KeyRingName {
     pub fn parent(&self) -> LocationName {
-        LocationName { project: self.project.clone(), location: self.location.clone() }
+        LocationName {
+            project: self.project.clone(),
+            location: self.location.clone(),
+        }
     }
     pub fn crypto_key(&self, id: &str) -> Result<CryptoKeyName, KmsError> {
         check_id("CryptoKey", id)?;
-        Ok(CryptoKeyName { key_ring: self.clone(), key: id.to_owned() })
+        Ok(CryptoKeyName {
+            key_ring: self.clone(),
+            key: id.to_owned(),
+        })
     }
     pub fn import_job(&self, id: &str) -> Result<ImportJobName, KmsError> {
         check_id("ImportJob", id)?;
-        Ok(ImportJobName { key_ring: self.clone(), job: id.to_owned() })
+        Ok(ImportJobName {
+            key_ring: self.clone(),
+            job: id.to_owned(),
+        })
     }
 }
 
 impl CryptoKeyName {
     pub fn version(&self, id: u32) -> VersionName {
-        VersionName { key: self.clone(), version: id }
+        VersionName {
+            key: self.clone(),
+            version: id,
+        }
     }
 }
 
@@ -97,7 +119,9 @@ impl VersionName {
     pub fn parse_id(key: &CryptoKeyName, id: &str) -> Result<Self, KmsError> {
         match id.parse::<u32>() {
             Ok(n) if n > 0 && !id.starts_with('0') => Ok(key.version(n)),
-            _ => Err(KmsError::InvalidArgument(format!("Invalid CryptoKeyVersion id \"{id}\" for {key}."))),
+            _ => Err(KmsError::InvalidArgument(format!(
+                "Invalid CryptoKeyVersion id \"{id}\" for {key}."
+            ))),
         }
     }
 }
@@ -109,7 +133,11 @@ impl fmt::Display for LocationName {
 }
 impl fmt::Display for KeyRingName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "projects/{}/locations/{}/keyRings/{}", self.project, self.location, self.key_ring)
+        write!(
+            f,
+            "projects/{}/locations/{}/keyRings/{}",
+            self.project, self.location, self.key_ring
+        )
     }
 }
 impl fmt::Display for CryptoKeyName {
@@ -173,7 +201,9 @@ impl ResourceName {
     pub fn parse_version(s: &str) -> Result<VersionName, KmsError> {
         match Self::parse(s)? {
             Self::Version(v) => Ok(v),
-            _ => Err(KmsError::InvalidArgument(format!("\"{s}\" is not a CryptoKeyVersion name."))),
+            _ => Err(KmsError::InvalidArgument(format!(
+                "\"{s}\" is not a CryptoKeyVersion name."
+            ))),
         }
     }
 

@@ -33,7 +33,9 @@ impl KeyType for Len {
 fn derive(root: &RootKey, info: &[u8]) -> Zeroizing<[u8; 32]> {
     let prk = Salt::new(HKDF_SHA256, SALT).extract(root.bytes());
     let mut out = Zeroizing::new([0u8; 32]);
-    prk.expand(&[info], Len(32)).and_then(|okm| okm.fill(&mut out[..])).expect("HKDF expand of 32 bytes");
+    prk.expand(&[info], Len(32))
+        .and_then(|okm| okm.fill(&mut out[..]))
+        .expect("HKDF expand of 32 bytes");
     out
 }
 
@@ -63,7 +65,11 @@ impl Sealer {
         out.extend_from_slice(plaintext);
         let mut body = out.split_off(1 + NONCE_LEN);
         self.seal_key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut body)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(context.as_bytes()),
+                &mut body,
+            )
             .expect("AES-GCM seal");
         out.extend_from_slice(&body);
         out

@@ -86,10 +86,16 @@ fn upsert_sealed(
     match sealed {
         Sealed::Keep => {}
         Sealed::Set(bytes) => {
-            tx.execute(&format!("UPDATE {table} SET sealed = ?2 WHERE name = ?1"), params![name, bytes])?;
+            tx.execute(
+                &format!("UPDATE {table} SET sealed = ?2 WHERE name = ?1"),
+                params![name, bytes],
+            )?;
         }
         Sealed::Erase => {
-            tx.execute(&format!("UPDATE {table} SET sealed = NULL WHERE name = ?1"), params![name])?;
+            tx.execute(
+                &format!("UPDATE {table} SET sealed = NULL WHERE name = ?1"),
+                params![name],
+            )?;
         }
     }
     Ok(())
@@ -125,14 +131,24 @@ impl KmsStore for SqliteKmsStore {
         let tx = conn.transaction()?;
         for w in writes {
             match w {
-                Write::KeyRing(kr) => upsert_doc(&tx, "kms_key_rings", &kr.name.to_string(), &serde_json::to_string(kr)?)?,
+                Write::KeyRing(kr) => {
+                    upsert_doc(&tx, "kms_key_rings", &kr.name.to_string(), &serde_json::to_string(kr)?)?
+                }
                 Write::Key(k) => upsert_doc(&tx, "kms_keys", &k.name.to_string(), &serde_json::to_string(k)?)?,
-                Write::Version(v, sealed) => {
-                    upsert_sealed(&tx, "kms_versions", &v.name.to_string(), &serde_json::to_string(v)?, *sealed)?
-                }
-                Write::ImportJob(j, sealed) => {
-                    upsert_sealed(&tx, "kms_import_jobs", &j.name.to_string(), &serde_json::to_string(j)?, *sealed)?
-                }
+                Write::Version(v, sealed) => upsert_sealed(
+                    &tx,
+                    "kms_versions",
+                    &v.name.to_string(),
+                    &serde_json::to_string(v)?,
+                    *sealed,
+                )?,
+                Write::ImportJob(j, sealed) => upsert_sealed(
+                    &tx,
+                    "kms_import_jobs",
+                    &j.name.to_string(),
+                    &serde_json::to_string(j)?,
+                    *sealed,
+                )?,
             }
         }
         tx.commit()?;
@@ -143,7 +159,9 @@ impl KmsStore for SqliteKmsStore {
         let conn = self.conn();
         for table in ["kms_versions", "kms_import_jobs"] {
             let found: Option<Option<Vec<u8>>> = conn
-                .query_row(&format!("SELECT sealed FROM {table} WHERE name = ?1"), [name], |r| r.get(0))
+                .query_row(&format!("SELECT sealed FROM {table} WHERE name = ?1"), [name], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             if let Some(sealed) = found {
                 return Ok(sealed);

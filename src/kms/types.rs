@@ -194,7 +194,10 @@ impl ImportMethod {
     /// RSA-AES methods wrap an ephemeral AES key with RSA and the target with AES-KWP;
     /// direct methods wrap the target with RSA-OAEP alone.
     pub fn uses_aes_kwp(self) -> bool {
-        !matches!(self, ImportMethod::RSA_OAEP_3072_SHA256 | ImportMethod::RSA_OAEP_4096_SHA256)
+        !matches!(
+            self,
+            ImportMethod::RSA_OAEP_3072_SHA256 | ImportMethod::RSA_OAEP_4096_SHA256
+        )
     }
 }
 

@@ -31,7 +31,11 @@ pub enum UnwrapError {
 }
 
 fn oaep(hash: Hash) -> &'static OaepAlgorithm {
-    if hash == Hash::Sha1 { &OAEP_SHA1_MGF1SHA1 } else { &OAEP_SHA256_MGF1SHA256 }
+    if hash == Hash::Sha1 {
+        &OAEP_SHA1_MGF1SHA1
+    } else {
+        &OAEP_SHA256_MGF1SHA256
+    }
 }
 
 /// An import job's RSA wrapping key. Never printed.
@@ -44,7 +48,9 @@ pub struct WrappingKey {
 
 impl std::fmt::Debug for WrappingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WrappingKey").field("bits", &self.bits).finish_non_exhaustive()
+        f.debug_struct("WrappingKey")
+            .field("bits", &self.bits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -55,7 +61,11 @@ pub struct BadWrappingKey;
 impl WrappingKey {
     /// Slow (0.1 s to several seconds): never call on a request path.
     pub fn generate(bits: usize) -> Result<Self, BadWrappingKey> {
-        let size = if bits == 4096 { KeySize::Rsa4096 } else { KeySize::Rsa3072 };
+        let size = if bits == 4096 {
+            KeySize::Rsa4096
+        } else {
+            KeySize::Rsa3072
+        };
         let k = PrivateDecryptingKey::generate(size).map_err(|_| BadWrappingKey)?;
         let der: Pkcs8V1Der = k.as_der().map_err(|_| BadWrappingKey)?;
         Self::from_pkcs8(der.as_ref())
@@ -91,13 +101,21 @@ impl WrappingKey {
         let alg = oaep(method.oaep_hash());
         let rsa_open = |ct: &[u8]| -> Result<Zeroizing<Vec<u8>>, UnwrapError> {
             let mut out = Zeroizing::new(vec![0u8; self.key.min_output_size()]);
-            let n = self.key.decrypt(alg, ct, &mut out, None).map_err(|_| UnwrapError::Unwrap)?.len();
+            let n = self
+                .key
+                .decrypt(alg, ct, &mut out, None)
+                .map_err(|_| UnwrapError::Unwrap)?
+                .len();
             out.truncate(n);
             Ok(out)
         };
         if !method.uses_aes_kwp() {
             if wrapped.len() != k {
-                return Err(if wrapped.len() < k { UnwrapError::TooShort } else { UnwrapError::InvalidLength });
+                return Err(if wrapped.len() < k {
+                    UnwrapError::TooShort
+                } else {
+                    UnwrapError::InvalidLength
+                });
             }
             return rsa_open(wrapped);
         }
@@ -114,7 +132,10 @@ impl WrappingKey {
         }
         let kek = AesKek::new(&AES_256, &ephemeral).map_err(|_| UnwrapError::Unwrap)?;
         let mut out = Zeroizing::new(vec![0u8; kwp.len()]);
-        let n = kek.unwrap_with_padding(kwp, &mut out).map_err(|_| UnwrapError::Unwrap)?.len();
+        let n = kek
+            .unwrap_with_padding(kwp, &mut out)
+            .map_err(|_| UnwrapError::Unwrap)?
+            .len();
         out.truncate(n);
         Ok(out)
     }
@@ -142,17 +163,28 @@ pub fn wrap(method: ImportMethod, public_key_der: &[u8], target: &[u8]) -> Resul
         if target.len() > max {
             return Err(WrapError::TooLong(target.len(), max));
         }
-        let n = public.encrypt(alg, target, &mut rsa_out, None).map_err(|_| WrapError::Failed)?.len();
+        let n = public
+            .encrypt(alg, target, &mut rsa_out, None)
+            .map_err(|_| WrapError::Failed)?
+            .len();
         rsa_out.truncate(n);
         return Ok(rsa_out);
     }
     let mut ephemeral = Zeroizing::new([0u8; 32]);
-    SystemRandom::new().fill(&mut ephemeral[..]).map_err(|_| WrapError::Failed)?;
-    let n = public.encrypt(alg, &ephemeral[..], &mut rsa_out, None).map_err(|_| WrapError::Failed)?.len();
+    SystemRandom::new()
+        .fill(&mut ephemeral[..])
+        .map_err(|_| WrapError::Failed)?;
+    let n = public
+        .encrypt(alg, &ephemeral[..], &mut rsa_out, None)
+        .map_err(|_| WrapError::Failed)?
+        .len();
     rsa_out.truncate(n);
     let kek = AesKek::new(&AES_256, &ephemeral[..]).map_err(|_| WrapError::Failed)?;
     let mut kwp = vec![0u8; target.len() + 16];
-    let m = kek.wrap_with_padding(target, &mut kwp).map_err(|_| WrapError::Failed)?.len();
+    let m = kek
+        .wrap_with_padding(target, &mut kwp)
+        .map_err(|_| WrapError::Failed)?
+        .len();
     kwp.truncate(m);
     rsa_out.extend_from_slice(&kwp);
     Ok(rsa_out)
@@ -172,7 +204,10 @@ mod tests {
     #[test]
     fn rsa_aes_and_direct_round_trips() {
         let k = key3072();
-        for m in [ImportMethod::RSA_OAEP_3072_SHA1_AES_256, ImportMethod::RSA_OAEP_3072_SHA256_AES_256] {
+        for m in [
+            ImportMethod::RSA_OAEP_3072_SHA1_AES_256,
+            ImportMethod::RSA_OAEP_3072_SHA256_AES_256,
+        ] {
             for len in [1usize, 8, 32, 138, 1217] {
                 let target: Vec<u8> = (0..len).map(|i| i as u8).collect();
                 let w = wrap(m, k.public_key_der(), &target).unwrap();
@@ -198,11 +233,17 @@ mod tests {
         assert_eq!(k.unwrap(m, &[0; 384 + 24]).unwrap_err(), UnwrapError::Unwrap);
         let good = wrap(m, k.public_key_der(), &[1; 32]).unwrap();
         // The right RSA part with the wrong hash fails to decrypt.
-        assert_eq!(k.unwrap(ImportMethod::RSA_OAEP_3072_SHA256_AES_256, &good).unwrap_err(), UnwrapError::Unwrap);
+        assert_eq!(
+            k.unwrap(ImportMethod::RSA_OAEP_3072_SHA256_AES_256, &good).unwrap_err(),
+            UnwrapError::Unwrap
+        );
         let mut tampered = good.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert_eq!(k.unwrap(m, &tampered).unwrap_err(), UnwrapError::Unwrap);
-        assert_eq!(k.unwrap(ImportMethod::RSA_OAEP_3072_SHA256, &[0; 385]).unwrap_err(), UnwrapError::InvalidLength);
+        assert_eq!(
+            k.unwrap(ImportMethod::RSA_OAEP_3072_SHA256, &[0; 385]).unwrap_err(),
+            UnwrapError::InvalidLength
+        );
         assert_eq!(format!("{k:?}"), "WrappingKey { bits: 3072, .. }");
     }
 

@@ -1,0 +1,152 @@
+//! The Cloud KMS REST v1 face. Paths are parsed by hand into a typed target plus an
+//! optional `:verb`, because resource names and custom verbs share path segments.
+
+mod handlers;
+pub mod json;
+pub mod render;
+
+use crate::api::AppState;
+use crate::api::error::RpcError;
+use crate::api::query::{Query, percent_decode};
+use crate::kms::names::{CryptoKeyName, ImportJobName, KeyRingName, LocationName, VersionName};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use render::Enc;
+
+/// What a `/v1/...` path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Locations(String),
+    Location(LocationName),
+    KeyRings(LocationName),
+    KeyRing(KeyRingName),
+    CryptoKeys(KeyRingName),
+    CryptoKey(CryptoKeyName),
+    Versions(CryptoKeyName),
+    Version(VersionName),
+    PublicKey(VersionName),
+    ImportJobs(KeyRingName),
+    ImportJob(ImportJobName),
+    Operation(String),
+}
+
+/// Splits `/v1/<segments>[:verb]` and parses the segments into a `Target`.
+pub fn parse_path(path: &str) -> Result<(Target, Option<String>), RpcError> {
+    let rest = path
+        .strip_prefix("/v1/")
+        .ok_or_else(|| RpcError::invalid(format!("Unknown path {path}.")))?;
+    let mut segs: Vec<String> = rest
+        .split('/')
+        .map(|s| percent_decode(s, false).ok_or_else(|| RpcError::invalid(format!("Malformed path {path}."))))
+        .collect::<Result<_, _>>()?;
+    let mut verb = None;
+    if let Some(last) = segs.last_mut()
+        && let Some((head, v)) = last.split_once(':')
+    {
+        verb = Some(v.to_owned());
+        *last = head.to_owned();
+    }
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let not_found = || {
+        RpcError::new(
+            crate::api::error::Code::NotFound,
+            format!("Unknown Cloud KMS path {path}."),
+        )
+    };
+    let loc = |p: &str, l: &str| LocationName::new(p, l).map_err(RpcError::from);
+    let target = match s.as_slice() {
+        ["projects", p, "locations"] => Target::Locations((*p).to_owned()),
+        ["projects", p, "locations", l] => Target::Location(loc(p, l)?),
+        ["projects", p, "locations", l, "keyRings"] => Target::KeyRings(loc(p, l)?),
+        ["projects", p, "locations", l, "operations", op] => {
+            Target::Operation(format!("projects/{p}/locations/{l}/operations/{op}"))
+        }
+        ["projects", p, "locations", l, "keyRings", kr, tail @ ..] => {
+            let kr = loc(p, l)?.key_ring(kr)?;
+            match tail {
+                [] => Target::KeyRing(kr),
+                ["cryptoKeys"] => Target::CryptoKeys(kr),
+                ["importJobs"] => Target::ImportJobs(kr),
+                ["importJobs", j] => Target::ImportJob(kr.import_job(j)?),
+                ["cryptoKeys", k, rest @ ..] => {
+                    let key = kr.crypto_key(k)?;
+                    match rest {
+                        [] => Target::CryptoKey(key),
+                        ["cryptoKeyVersions"] => Target::Versions(key),
+                        ["cryptoKeyVersions", v] => Target::Version(VersionName::parse_id(&key, v)?),
+                        ["cryptoKeyVersions", v, "publicKey"] => Target::PublicKey(VersionName::parse_id(&key, v)?),
+                        _ => return Err(not_found()),
+                    }
+                }
+                _ => return Err(not_found()),
+            }
+        }
+        _ => return Err(not_found()),
+    };
+    Ok((target, verb))
+}
+
+/// A parsed request, handed to the handlers on a blocking thread (the core uses
+/// SQLite synchronously).
+pub struct Request {
+    pub method: Method,
+    pub target: Target,
+    pub verb: Option<String>,
+    pub query: Query,
+    pub body: Bytes,
+    pub enc: Enc,
+}
+
+pub async fn handle(State(app): State<AppState>, method: Method, uri: Uri, body: Bytes) -> Response {
+    let parsed = (|| {
+        let query = Query::parse(uri.query()).map_err(RpcError::invalid)?;
+        let (target, verb) = parse_path(uri.path())?;
+        let enc = Enc {
+            ints: query.get("$alt").is_some_and(|a| a.contains("enum-encoding=int")),
+        };
+        Ok::<_, RpcError>(Request {
+            method,
+            target,
+            verb,
+            query,
+            body,
+            enc,
+        })
+    })();
+    let req = match parsed {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match tokio::task::spawn_blocking(move || handlers::dispatch(&app, req)).await {
+        Ok(Ok(v)) => axum::Json(v).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(join) => {
+            tracing::error!(error = %join, "KMS handler panicked");
+            RpcError::new(crate::api::error::Code::Internal, "Internal error.").into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_verbs_and_collections() {
+        let (t, v) = parse_path("/v1/projects/p/locations/us-east1/keyRings/kr/cryptoKeys/k:encrypt").unwrap();
+        assert!(matches!(t, Target::CryptoKey(_)));
+        assert_eq!(v.as_deref(), Some("encrypt"));
+        let (t, v) =
+            parse_path("/v1/projects/p/locations/us-east1/keyRings/kr/cryptoKeys/k/cryptoKeyVersions:import").unwrap();
+        assert!(matches!(t, Target::Versions(_)));
+        assert_eq!(v.as_deref(), Some("import"));
+        let (t, _) =
+            parse_path("/v1/projects/p/locations/us-east1/keyRings/kr/cryptoKeys/k/cryptoKeyVersions/3/publicKey")
+                .unwrap();
+        assert!(matches!(t, Target::PublicKey(ref n) if n.version == 3));
+        assert!(parse_path("/v1/projects/p/locations/us-east1/keyRings/bad!/cryptoKeys").is_err());
+        assert!(parse_path("/v1/projects/p/locations/us-east1/keyRings/kr/nope").is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! Health, readiness and the sealstore ops API (`/sealstore/v1/...`).
+
+use super::AppState;
+use super::error::{Code, RpcError};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when the KMS store answers.
+pub async fn readyz(State(app): State<AppState>) -> Response {
+    let kms = app.kms.clone();
+    match tokio::task::spawn_blocking(move || kms.stored_secret("readyz-probe")).await {
+        Ok(Ok(_)) => "ready".into_response(),
+        _ => RpcError::new(Code::Unavailable, "The metadata store is not reachable.").into_response(),
+    }
+}
+
+pub async fn not_found(method: Method, uri: Uri) -> Response {
+    RpcError::new(Code::NotFound, format!("No such endpoint: {method} {}.", uri.path())).into_response()
+}
+
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("request handler panicked");
+    RpcError::new(Code::Internal, "Internal error.").into_response()
+}
+
+pub async fn handle(State(app): State<AppState>, method: Method, uri: Uri, body: Bytes) -> Response {
+    match (method, uri.path()) {
+        (Method::POST, "/sealstore/v1/clock:advance") if app.fake_clock => advance(app, &body).await,
+        (method, _) => not_found(method, uri).await,
+    }
+}
+
+/// Moves the fake clock and applies every transition that came due before replying,
+/// so a client reading right after sees the new states.
+async fn advance(app: AppState, body: &[u8]) -> Response {
+    let seconds = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| {
+        v.get("seconds")
+            .and_then(|s| s.as_i64().or_else(|| s.as_str().and_then(|s| s.parse().ok())))
+    });
+    let Some(seconds) = seconds.filter(|s| (0..=100 * 365 * 86_400).contains(s)) else {
+        return RpcError::invalid("Body must be {\"seconds\": N} with 0 <= N <= 100 years.").into_response();
+    };
+    let Some(now) = app.clock.advance(chrono::TimeDelta::seconds(seconds)) else {
+        return RpcError::new(
+            Code::FailedPrecondition,
+            "The clock can only be advanced with --fake-clock.",
+        )
+        .into_response();
+    };
+    let kms = app.kms.clone();
+    if tokio::task::spawn_blocking(move || kms.run_due()).await.is_err() {
+        return RpcError::new(Code::Internal, "Applying due transitions failed.").into_response();
+    }
+    Json(json!({"now": crate::api::kms::json::format_time(now)})).into_response()
+}
