@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Run the server (GCS JSON API, Cloud KMS REST API and ops API on one port).
     Serve(ServeArgs),
+    /// gcloud-style Cloud KMS commands against a running server.
+    Kms(sealstore::client::kms::KmsArgs),
 }
 
 #[derive(clap::Args)]
@@ -37,6 +39,9 @@ struct ServeArgs {
     /// Authentication mode.
     #[arg(long, value_enum, default_value = "dev")]
     auth: AuthMode,
+    /// Allow `--auth dev` (no credentials, everyone is owner) on a non-loopback address.
+    #[arg(long)]
+    insecure_dev_on_public_address: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -64,6 +69,7 @@ fn main() -> anyhow::Result<()> {
                 anyhow::bail!("--auth token is not implemented yet: only --auth dev (loopback) is available");
             }
             let cfg = sealstore::server::ServeConfig {
+                allow_public_dev: args.insecure_dev_on_public_address,
                 data_dir: args.data_dir,
                 addr: args.addr,
                 fake_clock: args.fake_clock,
@@ -71,6 +77,11 @@ fn main() -> anyhow::Result<()> {
                 root_key_env: std::env::var("SEALSTORE_ROOT_KEY").ok(),
             };
             tokio::runtime::Runtime::new()?.block_on(sealstore::server::serve(cfg))
+        }
+        Command::Kms(args) => {
+            let out = sealstore::client::kms::run(args)?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
         }
     }
 }

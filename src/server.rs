@@ -21,6 +21,8 @@ pub struct ServeConfig {
     pub root_key_file: Option<PathBuf>,
     /// Base64 root key from `SEALSTORE_ROOT_KEY`; never logged.
     pub root_key_env: Option<String>,
+    /// `--insecure-dev-on-public-address`.
+    pub allow_public_dev: bool,
 }
 
 fn load_root_key(cfg: &ServeConfig) -> anyhow::Result<RootKey> {
@@ -66,6 +68,13 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.addr))?;
     let local: SocketAddr = listener.local_addr()?;
+    // Dev mode grants everyone owner: only on loopback unless explicitly allowed.
+    if !local.ip().is_loopback() && !cfg.allow_public_dev {
+        anyhow::bail!(
+            "refusing --auth dev on non-loopback address {local}: anyone could use every key; \
+             pass --insecure-dev-on-public-address to do it anyway"
+        );
+    }
     tracing::info!("listening on http://{local}");
 
     // Scheduled transitions (destruction, rotation, import-job expiry) every second.

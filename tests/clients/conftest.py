@@ -442,3 +442,139 @@ def assert_not_enabled_error(exc: GoogleAPICallError, version: str, state: str) 
 def whole_second_after(ts: datetime) -> datetime:
     """The first whole second at or after ``ts``, as a plain UTC datetime."""
     return datetime.fromtimestamp(math.ceil(ts.timestamp()), tz=timezone.utc)
+
+
+# --------------------------------------------------------------------------------------
+# Key import helpers (cloud-kms-api.md 5)
+# --------------------------------------------------------------------------------------
+
+ImportJobState = kms.ImportJob.ImportJobState
+ImportMethod = kms.ImportJob.ImportMethod
+
+# ImportMethod -> (RSA bits, OAEP hash name, uses AES-KWP)
+IMPORT_METHODS = {
+    ImportMethod.RSA_OAEP_3072_SHA1_AES_256: (3072, "sha1", True),
+    ImportMethod.RSA_OAEP_4096_SHA1_AES_256: (4096, "sha1", True),
+    ImportMethod.RSA_OAEP_3072_SHA256_AES_256: (3072, "sha256", True),
+    ImportMethod.RSA_OAEP_4096_SHA256_AES_256: (4096, "sha256", True),
+    ImportMethod.RSA_OAEP_3072_SHA256: (3072, "sha256", False),
+    ImportMethod.RSA_OAEP_4096_SHA256: (4096, "sha256", False),
+}
+
+IMPORT_JOB_ACTIVE_TIMEOUT_S = 90.0
+
+
+def create_import_job(
+    client: kms.KeyManagementServiceClient,
+    ring_name: str,
+    method,
+    protection_level=ProtectionLevel.SOFTWARE,
+    *,
+    prefix: str = "job",
+) -> kms.ImportJob:
+    """CreateImportJob as python-docs-samples ``create_import_job.py`` does it."""
+    job_id = unique_id(prefix)
+    job = client.create_import_job(
+        request={
+            "parent": ring_name,
+            "import_job_id": job_id,
+            "import_job": {"import_method": method, "protection_level": protection_level},
+        }
+    )
+    assert job.name == f"{ring_name}/importJobs/{job_id}"
+    return job
+
+
+def wait_job_active(
+    client: kms.KeyManagementServiceClient,
+    name: str,
+    timeout: float = IMPORT_JOB_ACTIVE_TIMEOUT_S,
+    interval: float = 0.2,
+) -> kms.ImportJob:
+    """Poll an import job until ACTIVE (PENDING_GENERATION is the only acceptable detour)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get_import_job(request={"name": name})
+        if job.state == ImportJobState.ACTIVE:
+            assert job.public_key.pem.startswith("-----BEGIN PUBLIC KEY-----"), job
+            return job
+        assert job.state == ImportJobState.PENDING_GENERATION, (
+            f"{name} went to {job.state.name} while waiting for ACTIVE"
+        )
+        assert not job.public_key.pem, f"{name} has a public key while {job.state.name}"
+        if time.monotonic() >= deadline:
+            pytest.fail(f"import job {name} still {job.state.name} after {timeout} s")
+        time.sleep(interval)
+
+
+def wait_imported(
+    client: kms.KeyManagementServiceClient,
+    name: str,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+) -> kms.CryptoKeyVersion:
+    """Poll a version while it is PENDING_IMPORT; returns it in its final state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        version = client.get_crypto_key_version(request={"name": name})
+        if version.state != State.PENDING_IMPORT:
+            return version
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{name} still PENDING_IMPORT after {timeout} s")
+        time.sleep(interval)
+
+
+def _hash_cls(name: str):
+    from cryptography.hazmat.primitives import hashes
+
+    return {"sha1": hashes.SHA1, "sha256": hashes.SHA256}[name]
+
+
+def _oaep(hash_name: str):
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    h = _hash_cls(hash_name)
+    return padding.OAEP(mgf=padding.MGF1(algorithm=h()), algorithm=h(), label=None)
+
+
+def _public_key(pem):
+    from cryptography.hazmat.primitives import serialization
+
+    if isinstance(pem, str):
+        pem = pem.encode("utf-8")
+    return serialization.load_pem_public_key(pem)
+
+
+def wrap_rsa_aes(pem, target: bytes, hash_name: str = "sha256", ephemeral: Optional[bytes] = None) -> bytes:
+    """RSA-AES wrapping (CKM_RSA_AES_KEY_WRAP): OAEP(MGF1(H), H, no label) of a random
+    32-byte key, followed by AES-KWP (RFC 5649) of ``target`` under that key."""
+    from cryptography.hazmat.primitives import keywrap
+
+    ephemeral = os.urandom(32) if ephemeral is None else ephemeral
+    return _public_key(pem).encrypt(ephemeral, _oaep(hash_name)) + keywrap.aes_key_wrap_with_padding(
+        ephemeral, target
+    )
+
+
+def wrap_direct(pem, target: bytes) -> bytes:
+    """Direct wrapping (RSA_OAEP_*_SHA256): OAEP-SHA256 (MGF1-SHA256, no label) of ``target``."""
+    return _public_key(pem).encrypt(target, _oaep("sha256"))
+
+
+def wrap_for_job(job: kms.ImportJob, target: bytes) -> bytes:
+    """Wraps ``target`` for an ACTIVE import job according to its import method."""
+    _, hash_name, kwp = IMPORT_METHODS[job.import_method]
+    pem = job.public_key.pem
+    assert pem, f"{job.name} has no public key (state {job.state.name})"
+    return wrap_rsa_aes(pem, target, hash_name) if kwp else wrap_direct(pem, target)
+
+
+def pkcs8_der(private_key) -> bytes:
+    """A ``cryptography`` private key as unencrypted PKCS#8 DER (Cloud KMS's import format)."""
+    from cryptography.hazmat.primitives import serialization
+
+    return private_key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )

@@ -1,0 +1,4 @@
+//! Command-line clients that talk to a running server over HTTP, like gcloud does.
+
+pub mod http;
+pub mod kms;
