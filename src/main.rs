@@ -19,7 +19,7 @@ enum Command {
     /// Run the server (GCS JSON API, Cloud KMS REST API and ops API on one port).
     Serve(ServeArgs),
     /// gcloud-style Cloud KMS commands against a running server.
-    Kms(sealstore::client::kms::KmsArgs),
+    Kms(Box<sealstore::client::kms::KmsArgs>),
 }
 
 #[derive(clap::Args)]
@@ -79,7 +79,7 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(sealstore::server::serve(cfg))
         }
         Command::Kms(args) => {
-            let out = sealstore::client::kms::run(args)?;
+            let out = sealstore::client::kms::run(*args)?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }

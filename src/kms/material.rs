@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 enum Ops {
     Aes(LessSafeKey),
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
     Ec(EcdsaKeyPair),
     RsaSign(RsaKeyPair, &'static dyn RsaEncoding),
     RsaDecrypt(OaepPrivateDecryptingKey),
@@ -142,7 +142,7 @@ impl Material {
                 if raw.len() != 32 {
                     return Err(bad(format!("{algorithm} needs a 32-byte key, got {} bytes", raw.len())));
                 }
-                (Ops::Hmac(hmac::Key::new(hmac::HMAC_SHA256, &raw)), None)
+                (Ops::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, &raw))), None)
             }
             AlgorithmKind::EcSign { curve_bits } => {
                 let kp = EcdsaKeyPair::from_pkcs8(ec_alg(curve_bits), &raw).map_err(|_| {
@@ -231,10 +231,10 @@ impl Material {
         let hash = self.algorithm.hash();
         let digest = match input {
             SignInput::Digest(given, d) => {
-                if given != hash || d.len() != hash.len() {
+                if given != hash || d.len() != hash.output_len() {
                     return Err(KmsError::InvalidArgument(format!(
                         "The digest must be a {}-byte {} digest for {}.",
-                        hash.len(),
+                        hash.output_len(),
                         hash.digest_field().to_uppercase(),
                         self.algorithm
                     )));

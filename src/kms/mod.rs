@@ -21,3 +21,6 @@ pub use core::{
 };
 pub use error::{KmsError, KmsResult};
 pub use import::{IMPORT_JOB_LIFETIME, ImportRequest};
+
+#[cfg(test)]
+mod tests;

@@ -123,7 +123,7 @@ impl WrappingKey {
             return Err(UnwrapError::TooShort);
         }
         let kwp = &wrapped[k..];
-        if kwp.len() % 8 != 0 {
+        if !kwp.len().is_multiple_of(8) {
             return Err(UnwrapError::NotBlocks);
         }
         let ephemeral = rsa_open(&wrapped[..k])?;

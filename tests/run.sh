@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit + integration tests, then the official Google
+# Python clients against the release binary that `cargo test --release` just built.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=.venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+
+cargo fmt --all -- --check
+# Builds target/release/sealstore once; the Python tests below reuse it.
+cargo test --release
+SEALSTORE_BIN="$PWD/target/release/sealstore" "$venv/bin/pytest" -q tests/clients "$@"
