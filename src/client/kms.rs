@@ -129,12 +129,12 @@ pub enum VersionCommand {
         target_key_file: Option<PathBuf>,
         #[arg(long)]
         wrapped_key_file: Option<PathBuf>,
-        /// The job's public key (PEM), already downloaded: the job is then not fetched,
-        /// so give `--import-method` too.
-        #[arg(long, requires = "import_method")]
-        public_key_file: Option<PathBuf>,
-        /// The job's import method (needed with `--public-key-file`).
+        /// The job's public key (PEM), already downloaded, so the key is not fetched
+        /// again. With `--import-method` too, the job is not contacted at all.
         #[arg(long)]
+        public_key_file: Option<PathBuf>,
+        /// The job's import method; saves the job lookup when `--public-key-file` is given.
+        #[arg(long, requires = "public_key_file")]
         import_method: Option<String>,
         /// Re-import into this existing version.
         #[arg(long)]
@@ -344,25 +344,31 @@ fn run_key(c: &Client, p: &str, command: KeyCommand) -> anyhow::Result<Value> {
                     (Some(f), None) => {
                         let target =
                             Zeroizing::new(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?);
+                        let read_pem = |pk: &PathBuf| {
+                            std::fs::read_to_string(pk).with_context(|| format!("reading {}", pk.display()))
+                        };
                         let (method, pem) = match (public_key_file, import_method) {
-                            (Some(pk), Some(m)) => (
-                                parse("import method", &m, ImportMethod::from_name)?,
-                                std::fs::read_to_string(&pk).with_context(|| format!("reading {}", pk.display()))?,
-                            ),
-                            _ => {
+                            (Some(pk), Some(m)) => {
+                                (parse("import method", &m, ImportMethod::from_name)?, read_pem(&pk)?)
+                            }
+                            (pk, None) => {
                                 let job = c.get(&format!("/v1/{job_name}"))?;
                                 let method = job["importMethod"]
                                     .as_str()
                                     .and_then(ImportMethod::from_name)
                                     .ok_or_else(|| anyhow!("import job {job_name} has no usable importMethod"))?;
-                                let pem = job["publicKey"]["pem"]
-                                    .as_str()
-                                    .ok_or_else(|| {
-                                        anyhow!("import job {job_name} is not ACTIVE: it has no public key yet")
-                                    })?
-                                    .to_owned();
+                                let pem = match pk {
+                                    Some(pk) => read_pem(&pk)?,
+                                    None => job["publicKey"]["pem"]
+                                        .as_str()
+                                        .ok_or_else(|| {
+                                            anyhow!("import job {job_name} is not ACTIVE: it has no public key yet")
+                                        })?
+                                        .to_owned(),
+                                };
                                 (method, pem)
                             }
+                            (None, Some(_)) => bail!("--import-method is only used with --public-key-file"),
                         };
                         wrapping::wrap(method, &pem_to_der(&pem)?, &target)?
                     }

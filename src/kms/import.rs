@@ -125,8 +125,8 @@ impl Kms {
         let name = parent.import_job(id)?;
         self.start_wrapping_key_pool();
         if !matches!(level, ProtectionLevel::SOFTWARE | ProtectionLevel::HSM) {
-            return Err(KmsError::Unimplemented(format!(
-                "Import jobs with protection level {level} are not supported by sealstore (only SOFTWARE and HSM)."
+            return Err(KmsError::InvalidArgument(format!(
+                "Import jobs with protection level {level} are not supported: key material can only be imported at SOFTWARE or HSM."
             )));
         }
         let now = self.now();
@@ -275,7 +275,7 @@ impl Kms {
                 let fp = self.sealer().fingerprint(req.algorithm.name(), &raw);
                 Material::from_raw(req.algorithm, raw)
                     .map(|m| (m, fp))
-                    .map_err(|MaterialError::BadFormat(m)| m)
+                    .map_err(|e: MaterialError| e.to_string())
             }
         };
         let now = self.now();

@@ -129,6 +129,15 @@ fn cli_imports_with_local_wrapping_and_a_downloaded_public_key() {
     ])
     .unwrap();
     assert_eq!(v2["state"], "ENABLED", "{v2}");
+    // Without --import-method the method comes from the job; the key still from the file.
+    let v = import(&[
+        "--target-key-file",
+        target.to_str().unwrap(),
+        "--public-key-file",
+        pk.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(v["state"], "ENABLED", "{v}");
     let other = dir.join("other.pem");
     let other_key = sealstore::kms::wrapping::WrappingKey::generate(3072).unwrap();
     std::fs::write(&other, sealstore::kms::material::spki_pem(other_key.public_key_der())).unwrap();
@@ -156,7 +165,7 @@ fn cli_imports_with_local_wrapping_and_a_downloaded_public_key() {
     .unwrap();
     assert!(p["primary"]["name"].as_str().unwrap().ends_with("/cryptoKeyVersions/2"));
     let list = cli(&s, &[&["keys", "versions", "list"][..], &key].concat()).unwrap();
-    assert_eq!(list["cryptoKeyVersions"].as_array().unwrap().len(), 3);
+    assert_eq!(list["cryptoKeyVersions"].as_array().unwrap().len(), 4);
     let ver: Vec<&str> = key.iter().copied().chain(["--version", "1"]).collect();
     assert_eq!(
         cli(&s, &[&["keys", "versions", "disable"][..], &ver].concat()).unwrap()["state"],
