@@ -74,7 +74,7 @@ fn main() -> anyhow::Result<()> {
                 addr: args.addr,
                 fake_clock: args.fake_clock,
                 root_key_file: args.root_key_file,
-                root_key_env: std::env::var("SEALSTORE_ROOT_KEY").ok(),
+                root_key_env: std::env::var("SEALSTORE_ROOT_KEY").ok().map(zeroize::Zeroizing::new),
             };
             tokio::runtime::Runtime::new()?.block_on(sealstore::server::serve(cfg))
         }

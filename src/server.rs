@@ -13,16 +13,31 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+/// Settings key of the fake clock's offset, in milliseconds.
+pub const FAKE_CLOCK_OFFSET: &str = "fake_clock_offset_ms";
+
+#[derive(Clone)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub addr: String,
     pub fake_clock: bool,
     pub root_key_file: Option<PathBuf>,
     /// Base64 root key from `SEALSTORE_ROOT_KEY`; never logged.
-    pub root_key_env: Option<String>,
+    pub root_key_env: Option<zeroize::Zeroizing<String>>,
     /// `--insecure-dev-on-public-address`.
     pub allow_public_dev: bool,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("data_dir", &self.data_dir)
+            .field("addr", &self.addr)
+            .field("fake_clock", &self.fake_clock)
+            .field("root_key_file", &self.root_key_file)
+            .field("root_key_env", &self.root_key_env.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 fn load_root_key(cfg: &ServeConfig) -> anyhow::Result<RootKey> {
@@ -41,8 +56,11 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let root = load_root_key(cfg)?;
     let db_path = cfg.data_dir.join("sealstore.db");
+    let settings = Arc::new(crate::db::Settings::new(crate::db::open(&db_path)?)?);
     let clock: Arc<dyn Clock> = if cfg.fake_clock {
-        Arc::new(ManualClock::new())
+        // The fake clock resumes where it was, so timestamps stay ordered across restarts.
+        let ms = settings.get_i64(FAKE_CLOCK_OFFSET)?.unwrap_or(0);
+        Arc::new(ManualClock::with_offset(chrono::TimeDelta::milliseconds(ms)))
     } else {
         Arc::new(SystemClock)
     };
@@ -54,6 +72,7 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
         policies,
         clock,
         fake_clock: cfg.fake_clock,
+        settings,
     })
 }
 

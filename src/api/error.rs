@@ -80,6 +80,18 @@ impl RpcError {
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(Code::InvalidArgument, message)
     }
+
+    /// Makes a bad-input message name the resource it concerns, unless it already
+    /// does. Cloud KMS's fixed decryption-failure text is kept word for word.
+    pub fn naming(mut self, resource: &str) -> Self {
+        if self.code == Code::InvalidArgument
+            && !self.message.contains(resource)
+            && !self.message.starts_with("Decryption failed")
+        {
+            self.message = format!("{resource}: {}", self.message);
+        }
+        self
+    }
 }
 
 impl From<KmsError> for RpcError {

@@ -20,6 +20,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// `clock:advance` exists only with `--fake-clock`.
     pub fake_clock: bool,
+    pub settings: Arc<crate::db::Settings>,
 }
 
 pub fn router(state: AppState) -> Router {

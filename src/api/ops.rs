@@ -48,15 +48,20 @@ async fn advance(app: AppState, body: &[u8]) -> Response {
     let Some(seconds) = seconds.filter(|s| (0..=100 * 365 * 86_400).contains(s)) else {
         return RpcError::invalid("Body must be {\"seconds\": N} with 0 <= N <= 100 years.").into_response();
     };
-    let Some(now) = app.clock.advance(chrono::TimeDelta::seconds(seconds)) else {
-        return RpcError::new(
-            Code::FailedPrecondition,
-            "The clock can only be advanced with --fake-clock.",
-        )
-        .into_response();
+    let now = match app.clock.advance(chrono::TimeDelta::seconds(seconds)) {
+        Ok(now) => now,
+        Err(why) => return RpcError::invalid(why).into_response(),
     };
     let kms = app.kms.clone();
-    if tokio::task::spawn_blocking(move || kms.run_due()).await.is_err() {
+    let offset_ms = app.clock.offset().num_milliseconds();
+    let settings = app.settings.clone();
+    let applied = tokio::task::spawn_blocking(move || {
+        settings.set_i64(crate::server::FAKE_CLOCK_OFFSET, offset_ms)?;
+        kms.run_due();
+        Ok::<_, rusqlite::Error>(())
+    })
+    .await;
+    if !matches!(applied, Ok(Ok(()))) {
         return RpcError::new(Code::Internal, "Applying due transitions failed.").into_response();
     }
     Json(json!({"now": crate::api::kms::json::format_time(now)})).into_response()

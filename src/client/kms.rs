@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use zeroize::Zeroizing;
 
-#[derive(Args, Debug)]
+/// No `Debug`: it holds the bearer token.
+#[derive(Args)]
 pub struct KmsArgs {
     /// Server URL.
     #[arg(

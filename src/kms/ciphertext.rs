@@ -10,8 +10,12 @@ const FORMAT: u8 = 0x53; // 'S'
 const HEADER: usize = 1 + 4 + NONCE_LEN;
 pub const OVERHEAD: usize = HEADER + 16;
 
-fn gcm_aad(key_name: &str, aad: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(key_name.len() + 1 + aad.len());
+/// Binds the header (format and version id), the key name and the caller's AAD, so
+/// a ciphertext cannot be relabelled to another version or moved to another key.
+fn gcm_aad(version: u32, key_name: &str, aad: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(5 + key_name.len() + 1 + aad.len());
+    v.push(FORMAT);
+    v.extend_from_slice(&version.to_be_bytes());
     v.extend_from_slice(key_name.as_bytes());
     v.push(0);
     v.extend_from_slice(aad);
@@ -28,7 +32,7 @@ pub fn seal(key: &LessSafeKey, key_name: &str, version: u32, plaintext: &[u8], a
     let mut body = plaintext.to_vec();
     key.seal_in_place_append_tag(
         Nonce::assume_unique_for_key(nonce),
-        Aad::from(gcm_aad(key_name, aad)),
+        Aad::from(gcm_aad(version, key_name, aad)),
         &mut body,
     )
     .expect("AES-GCM seal");
@@ -45,11 +49,11 @@ pub fn version_of(ciphertext: &[u8]) -> Option<u32> {
 }
 
 pub fn open(key: &LessSafeKey, key_name: &str, ciphertext: &[u8], aad: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
-    version_of(ciphertext)?;
+    let version = version_of(ciphertext)?;
     let nonce = Nonce::try_assume_unique_for_key(&ciphertext[5..HEADER]).ok()?;
     let mut buf = zeroize::Zeroizing::new(ciphertext[HEADER..].to_vec());
     let n = key
-        .open_in_place(nonce, Aad::from(gcm_aad(key_name, aad)), &mut buf)
+        .open_in_place(nonce, Aad::from(gcm_aad(version, key_name, aad)), &mut buf)
         .ok()?
         .len();
     buf.truncate(n);
@@ -73,5 +77,11 @@ mod tests {
         *bad.last_mut().unwrap() ^= 1;
         assert!(open(&key, "k", &bad, b"aad").is_none());
         assert!(version_of(&ct[..10]).is_none());
+        let mut relabelled = ct.clone();
+        relabelled[4] = 8;
+        assert!(
+            open(&key, "k", &relabelled, b"aad").is_none(),
+            "the version id is authenticated"
+        );
     }
 }

@@ -14,7 +14,8 @@ use super::types::{Algorithm, ProtectionLevel, Purpose, VersionState};
 use crate::clock::Clock;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -61,7 +62,14 @@ pub(super) struct Inner {
     pub(super) guard: RwLock<Option<Arc<dyn DestroyGuard>>>,
     pub(super) pool: super::import::WrappingKeyPool,
     pub(super) pool_started: std::sync::Once,
+    /// Asymmetric versions waiting for key generation, served by one background thread.
+    generation: Mutex<VecDeque<(VersionName, Algorithm)>>,
+    generation_wake: Condvar,
+    generation_started: std::sync::Once,
 }
+
+/// More asymmetric versions than this waiting for generation → RESOURCE_EXHAUSTED.
+const MAX_PENDING_GENERATION: usize = 64;
 
 /// The embedded KMS. Cheap to clone; all clones share state.
 #[derive(Clone)]
@@ -111,11 +119,19 @@ pub struct EncryptOutput {
     pub protection_level: ProtectionLevel,
 }
 
-#[derive(Debug)]
+/// Holds plaintext (possibly a data key): its `Debug` never prints it.
 pub struct DecryptOutput {
     pub plaintext: Zeroizing<Vec<u8>>,
     pub used_primary: bool,
     pub protection_level: ProtectionLevel,
+}
+
+impl std::fmt::Debug for DecryptOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecryptOutput")
+            .field("used_primary", &self.used_primary)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -225,6 +241,9 @@ impl Kms {
                 guard: RwLock::new(None),
                 pool: super::import::WrappingKeyPool::new(),
                 pool_started: std::sync::Once::new(),
+                generation: Mutex::new(VecDeque::new()),
+                generation_wake: Condvar::new(),
+                generation_started: std::sync::Once::new(),
             }),
         };
         kms.resume_pending_generation();
@@ -412,6 +431,7 @@ impl Kms {
         if spec.skip_initial_version_creation {
             self.commit(&[Write::Key(&key)])?;
         } else {
+            self.check_generation_capacity(algorithm)?;
             let (version, material) = self.new_version(&mut key, now)?;
             if spec.purpose == Purpose::ENCRYPT_DECRYPT {
                 key.primary = Some(version.meta.name.version);
@@ -474,24 +494,45 @@ impl Kms {
         ))
     }
 
+    fn generation_queue(&self) -> std::sync::MutexGuard<'_, VecDeque<(VersionName, Algorithm)>> {
+        self.inner.generation.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses new asymmetric versions while too many wait for generation.
+    fn check_generation_capacity(&self, algorithm: Algorithm) -> KmsResult<()> {
+        if algorithm.is_asymmetric() && self.generation_queue().len() >= MAX_PENDING_GENERATION {
+            return Err(KmsError::ResourceExhausted(format!(
+                "Too many key versions are waiting for generation ({MAX_PENDING_GENERATION}); retry later."
+            )));
+        }
+        Ok(())
+    }
+
     fn spawn_generation(&self, version: VersionName, algorithm: Algorithm) {
-        let kms = self.clone();
-        std::thread::spawn(move || {
-            let result = Material::generate(algorithm);
-            kms.finish_generation(&version, result);
+        self.generation_queue().push_back((version, algorithm));
+        self.inner.generation_wake.notify_one();
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.generation_started.call_once(|| {
+            if let Err(e) = std::thread::Builder::new()
+                .name("key-generation".into())
+                .spawn(move || generation_worker(weak))
+            {
+                tracing::error!(error = %e, "could not start the key generation thread");
+            }
         });
     }
 
-    fn finish_generation(&self, name: &VersionName, result: KmsResult<Material>) {
+    /// Records generated material. `false` if it could not be persisted (retry later).
+    fn finish_generation(&self, name: &VersionName, result: KmsResult<Material>) -> bool {
         let mut state = self.write();
         let Some(entry) = state.keys.get_mut(&name.key.to_string()) else {
-            return;
+            return true;
         };
         let Some(v) = entry.versions.get_mut(&name.version) else {
-            return;
+            return true;
         };
         if v.meta.state != VersionState::PENDING_GENERATION {
-            return;
+            return true;
         }
         let mut meta = v.meta.clone();
         let outcome = match result {
@@ -512,8 +553,12 @@ impl Kms {
             Ok(material) => {
                 v.meta = meta;
                 v.material = material;
+                true
             }
-            Err(e) => tracing::error!(version = %name, error = %e, "could not record generated key material"),
+            Err(e) => {
+                tracing::error!(version = %name, error = %e, "could not record generated key material; will retry");
+                false
+            }
         }
     }
 
@@ -626,6 +671,7 @@ impl Kms {
             )));
         }
         let mut key = entry.key.clone();
+        self.check_generation_capacity(key.algorithm)?;
         let (version, material) = self.new_version(&mut key, now)?;
         let sealed = material
             .as_ref()
@@ -774,8 +820,10 @@ impl Kms {
                 continue;
             }
             let r = self.change_version(&name, |v, _| {
-                if v.state != VersionState::DESTROY_SCHEDULED {
-                    return Err(KmsError::FailedPrecondition("no longer scheduled".into()));
+                // Re-checked under the write lock: a restore + destroy in between
+                // would have moved destroy_time into the future.
+                if v.state != VersionState::DESTROY_SCHEDULED || v.destroy_time.is_none_or(|t| t > now) {
+                    return Err(KmsError::FailedPrecondition("no longer due".into()));
                 }
                 v.state = VersionState::DESTROYED;
                 v.destroy_time = None;
@@ -852,7 +900,7 @@ impl Kms {
         Ok((m, v.meta.protection_level))
     }
 
-    fn check_sizes(level: ProtectionLevel, data: usize, aad: usize) -> KmsResult<()> {
+    fn check_sizes(name: &dyn std::fmt::Display, level: ProtectionLevel, data: usize, aad: usize) -> KmsResult<()> {
         let ok = match level {
             ProtectionLevel::HSM => data + aad <= MAX_HSM_INPUT,
             _ => data <= MAX_SOFTWARE_INPUT && aad <= MAX_SOFTWARE_INPUT,
@@ -861,11 +909,11 @@ impl Kms {
             Ok(())
         } else if level == ProtectionLevel::HSM {
             Err(KmsError::InvalidArgument(format!(
-                "The plaintext and additional authenticated data together must be at most {MAX_HSM_INPUT} bytes for HSM keys."
+                "{name}: the input and additional authenticated data together must be at most {MAX_HSM_INPUT} bytes for HSM keys."
             )))
         } else {
             Err(KmsError::InvalidArgument(format!(
-                "The plaintext and additional authenticated data must each be at most {MAX_SOFTWARE_INPUT} bytes."
+                "{name}: the input and the additional authenticated data must each be at most {MAX_SOFTWARE_INPUT} bytes."
             )))
         }
     }
@@ -898,7 +946,7 @@ impl Kms {
             let (m, level) = Self::usable(entry, id)?;
             (m, level, id)
         };
-        Self::check_sizes(level, plaintext.len(), aad.len())?;
+        Self::check_sizes(key_name, level, plaintext.len(), aad.len())?;
         let aes = material
             .aes()
             .ok_or_else(|| KmsError::Internal("symmetric version without AES key".into()))?;
@@ -913,7 +961,7 @@ impl Kms {
     pub fn decrypt(&self, key_name: &CryptoKeyName, ct: &[u8], aad: &[u8]) -> KmsResult<DecryptOutput> {
         if ct.len() > MAX_SOFTWARE_INPUT + ciphertext::OVERHEAD || aad.len() > MAX_SOFTWARE_INPUT {
             return Err(KmsError::InvalidArgument(format!(
-                "The ciphertext must be at most {} bytes and the additional authenticated data at most {MAX_SOFTWARE_INPUT} bytes.",
+                "{key_name}: the ciphertext must be at most {} bytes and the additional authenticated data at most {MAX_SOFTWARE_INPUT} bytes.",
                 MAX_SOFTWARE_INPUT + ciphertext::OVERHEAD
             )));
         }
@@ -957,7 +1005,7 @@ impl Kms {
     pub fn asymmetric_sign(&self, name: &VersionName, input: SignInput<'_>) -> KmsResult<(Vec<u8>, ProtectionLevel)> {
         let (m, level) = self.version_material(name, Purpose::ASYMMETRIC_SIGN)?;
         if let SignInput::Data(d) = input {
-            Self::check_sizes(level, d.len(), 0)?;
+            Self::check_sizes(name, level, d.len(), 0)?;
         }
         Ok((m.sign(input)?, level))
     }
@@ -973,7 +1021,7 @@ impl Kms {
 
     pub fn mac_sign(&self, name: &VersionName, data: &[u8]) -> KmsResult<(Vec<u8>, ProtectionLevel)> {
         let (m, level) = self.version_material(name, Purpose::MAC)?;
-        Self::check_sizes(level, data.len(), 0)?;
+        Self::check_sizes(name, level, data.len(), 0)?;
         Ok((
             m.mac_sign(data)
                 .ok_or_else(|| KmsError::Internal("MAC key without HMAC".into()))?,
@@ -983,7 +1031,7 @@ impl Kms {
 
     pub fn mac_verify(&self, name: &VersionName, data: &[u8], mac: &[u8]) -> KmsResult<(bool, ProtectionLevel)> {
         let (m, level) = self.version_material(name, Purpose::MAC)?;
-        Self::check_sizes(level, data.len(), 0)?;
+        Self::check_sizes(name, level, data.len(), 0)?;
         Ok((
             m.mac_verify(data, mac)
                 .ok_or_else(|| KmsError::Internal("MAC key without HMAC".into()))?,
@@ -1022,5 +1070,26 @@ impl Kms {
             .jobs
             .get(&name.to_string())
             .ok_or_else(|| not_found("ImportJob", name))
+    }
+}
+
+/// Generates queued asymmetric material one version at a time, so a burst of
+/// requests cannot start unbounded threads. Holds only a weak reference to the core.
+fn generation_worker(inner: Weak<Inner>) {
+    loop {
+        let Some(strong) = inner.upgrade() else { return };
+        let kms = Kms { inner: strong };
+        let next = kms.generation_queue().pop_front();
+        let Some((name, algorithm)) = next else {
+            let queue = kms.generation_queue();
+            let _ = kms.inner.generation_wake.wait_timeout(queue, Duration::from_secs(1));
+            continue;
+        };
+        let result = Material::generate(algorithm);
+        if !kms.finish_generation(&name, result) {
+            kms.generation_queue().push_back((name, algorithm));
+            drop(kms);
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
 }

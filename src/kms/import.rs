@@ -46,9 +46,16 @@ impl WrappingKeyPool {
         k
     }
 
+    /// Keeps a spare key, up to the target size for its length.
     fn put(&self, key: WrappingKey) {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, q)) = keys.iter_mut().find(|(b, _)| *b == key.bits()) {
+        let target = POOL_TARGET
+            .iter()
+            .find(|(b, _)| *b == key.bits())
+            .map_or(0, |(_, t)| *t);
+        if let Some((_, q)) = keys.iter_mut().find(|(b, _)| *b == key.bits())
+            && q.len() < target
+        {
             q.push_back(key);
         }
     }
@@ -71,7 +78,7 @@ impl WrappingKeyPool {
 /// Background worker: first serves jobs waiting in PENDING_GENERATION, then tops the
 /// pool up. Holds only a weak reference so a dropped core stops it.
 pub(super) fn start_pool_worker(inner: Weak<Inner>) {
-    std::thread::Builder::new()
+    let started = std::thread::Builder::new()
         .name("wrapping-key-pool".into())
         .spawn(move || {
             loop {
@@ -101,8 +108,10 @@ pub(super) fn start_pool_worker(inner: Weak<Inner>) {
                     None => kms.inner.pool.put(key),
                 }
             }
-        })
-        .expect("spawn wrapping-key pool thread");
+        });
+    if let Err(e) = started {
+        tracing::error!(error = %e, "could not start the wrapping-key pool thread");
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -280,6 +289,8 @@ impl Kms {
         };
         let now = self.now();
         let mut state = self.write();
+        // The job may have expired while the key was being unwrapped.
+        Self::check_job_usable(&Self::import_job_entry(&state, &req.import_job)?.job, now)?;
         let entry = Self::key_entry_mut(&mut state, &req.parent)?;
         match &req.version {
             Some(target) => {
@@ -382,12 +393,7 @@ impl Kms {
                 req.import_job, req.parent
             )));
         }
-        if job.job.state != ImportJobState::ACTIVE {
-            return Err(KmsError::FailedPrecondition(format!(
-                "ImportJob {} is not active, current state is: {}.",
-                req.import_job, job.job.state
-            )));
-        }
+        Self::check_job_usable(&job.job, self.now())?;
         if job.job.protection_level != entry.key.protection_level {
             return Err(KmsError::FailedPrecondition(format!(
                 "ImportJob {} has protection level {} but {} has {}.",
@@ -425,6 +431,23 @@ impl Kms {
             .clone()
             .ok_or_else(|| KmsError::Internal(format!("ImportJob {} has no wrapping key", req.import_job)))?;
         Ok((method, key))
+    }
+
+    /// ACTIVE and not past `expireTime` (expiry is applied by a ticker, so a job can
+    /// be due a moment before its state says EXPIRED).
+    fn check_job_usable(job: &ImportJob, now: DateTime<Utc>) -> KmsResult<()> {
+        let state = if job.state == ImportJobState::ACTIVE && job.expire_time <= now {
+            ImportJobState::EXPIRED
+        } else {
+            job.state
+        };
+        if state != ImportJobState::ACTIVE {
+            return Err(KmsError::FailedPrecondition(format!(
+                "ImportJob {} is not active, current state is: {state}.",
+                job.name
+            )));
+        }
+        Ok(())
     }
 
     fn check_reimport_target(v: &CryptoKeyVersion, algorithm: Algorithm) -> KmsResult<()> {

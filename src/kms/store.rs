@@ -152,6 +152,14 @@ impl KmsStore for SqliteKmsStore {
             }
         }
         tx.commit()?;
+        // Erased material must leave the disk: the WAL still holds the old page
+        // images until a checkpoint, so checkpoint and truncate it now.
+        if writes
+            .iter()
+            .any(|w| matches!(w, Write::Version(_, Sealed::Erase) | Write::ImportJob(_, Sealed::Erase)))
+        {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
         Ok(())
     }
 

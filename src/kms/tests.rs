@@ -44,7 +44,7 @@ fn spec(purpose: Purpose) -> NewCryptoKey {
 }
 
 fn advance(f: &Fixture, d: TimeDelta) {
-    f.clock.advance(d);
+    f.clock.advance(d).unwrap();
     f.kms.run_due();
 }
 

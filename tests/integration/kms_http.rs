@@ -173,6 +173,23 @@ fn bad_input_gets_google_errors_that_name_the_resource() {
         let msg = body["error"]["message"].as_str().unwrap();
         assert!(msg.contains(fragment), "case {i}: {msg:?} should mention {fragment:?}");
     }
+    // Bad input names the resource it concerns.
+    let key_name = "projects/p/locations/us-east1/keyRings/bad/cryptoKeys/k";
+    for (status, body) in [
+        s.post(&format!("{key}:encrypt"), json!({"plaintext": "***"})),
+        s.post(
+            &format!("{key}:encrypt"),
+            json!({"plaintext": STANDARD.encode(vec![0u8; 65537])}),
+        ),
+        s.post(
+            &format!("{key}:encrypt"),
+            json!({"plaintext": "AA==", "plaintextCrc32c": "1"}),
+        ),
+        s.post(&format!("{key}:encrypt"), json!({})),
+    ] {
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(key_name), "{body}");
+    }
     // Disabled versions fail closed with the Cloud KMS wording and violation type.
     assert_eq!(
         s.patch(

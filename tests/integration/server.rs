@@ -51,3 +51,26 @@ fn refuses_a_world_readable_root_key_and_dev_mode_off_loopback() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure-dev-on-public-address"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn fake_clock_offset_survives_a_restart() {
+    let mut s = Server::start(&["--fake-clock"]);
+    s.advance(10 * 86_400);
+    let (_, ring) = s.post(
+        "/v1/projects/p/locations/us-east1/keyRings?keyRingId=before",
+        serde_json::json!({}),
+    );
+    s.restart();
+    let (_, later) = s.post(
+        "/v1/projects/p/locations/us-east1/keyRings?keyRingId=after",
+        serde_json::json!({}),
+    );
+    let t = |v: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(v["createTime"].as_str().unwrap()).unwrap();
+    assert!(
+        t(&later) >= t(&ring),
+        "time went backwards across a restart: {ring} then {later}"
+    );
+    assert!(t(&later) - chrono::Utc::now().fixed_offset() > chrono::TimeDelta::days(9));
+    let (status, body) = s.post("/sealstore/v1/clock:advance", serde_json::json!({"seconds": -5}));
+    assert_eq!(status, 400, "{body}");
+}

@@ -32,6 +32,21 @@ pub enum Target {
     Operation(String),
 }
 
+impl Target {
+    /// The resource name the request is about.
+    pub fn resource(&self) -> String {
+        match self {
+            Target::Locations(p) => format!("projects/{p}"),
+            Target::Location(l) | Target::KeyRings(l) => l.to_string(),
+            Target::KeyRing(k) | Target::CryptoKeys(k) | Target::ImportJobs(k) => k.to_string(),
+            Target::CryptoKey(k) | Target::Versions(k) => k.to_string(),
+            Target::Version(v) | Target::PublicKey(v) => v.to_string(),
+            Target::ImportJob(j) => j.to_string(),
+            Target::Operation(o) => o.clone(),
+        }
+    }
+}
+
 /// Splits `/v1/<segments>[:verb]` and parses the segments into a `Target`.
 pub fn parse_path(path: &str) -> Result<(Target, Option<String>), RpcError> {
     let rest = path
@@ -119,7 +134,12 @@ pub async fn handle(State(app): State<AppState>, method: Method, uri: Uri, body:
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    match tokio::task::spawn_blocking(move || handlers::dispatch(&app, req)).await {
+    match tokio::task::spawn_blocking(move || {
+        let resource = req.target.resource();
+        handlers::dispatch(&app, req).map_err(|e| e.naming(&resource))
+    })
+    .await
+    {
         Ok(Ok(v)) => axum::Json(v).into_response(),
         Ok(Err(e)) => e.into_response(),
         Err(join) => {
