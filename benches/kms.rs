@@ -70,6 +70,7 @@ fn bench_http() -> f64 {
         root_key_file: None,
         root_key_env: None,
         allow_public_dev: false,
+        blob_store: Some("memory://".into()),
     };
     let state = sealstore::server::build(&cfg).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -39,6 +39,9 @@ struct ServeArgs {
     /// Authentication mode.
     #[arg(long, value_enum, default_value = "dev")]
     auth: AuthMode,
+    /// Blob backend: `file://PATH` (default `file://DATA_DIR/blobs`) or `memory://`.
+    #[arg(long, env = "SEALSTORE_BLOB_STORE")]
+    blob_store: Option<String>,
     /// Allow `--auth dev` (no credentials, everyone is owner) on a non-loopback address.
     #[arg(long)]
     insecure_dev_on_public_address: bool,
@@ -70,6 +73,7 @@ fn main() -> anyhow::Result<()> {
             }
             let cfg = sealstore::server::ServeConfig {
                 allow_public_dev: args.insecure_dev_on_public_address,
+                blob_store: args.blob_store,
                 data_dir: args.data_dir,
                 addr: args.addr,
                 fake_clock: args.fake_clock,

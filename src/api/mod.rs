@@ -2,6 +2,7 @@
 //! every official client points at one URL.
 
 pub mod error;
+pub mod gcs;
 pub mod kms;
 pub mod ops;
 pub mod query;
@@ -21,6 +22,7 @@ pub struct AppState {
     /// `clock:advance` exists only with `--fake-clock`.
     pub fake_clock: bool,
     pub settings: Arc<crate::db::Settings>,
+    pub storage: Arc<crate::storage::Storage>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -29,6 +31,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/sealstore/v1/{*rest}", any(ops::handle))
         .route("/v1/{*rest}", any(kms::handle))
+        .route("/storage/v1/{*rest}", any(gcs::json_api))
+        .route("/upload/storage/v1/{*rest}", any(gcs::upload_api))
+        .route("/download/storage/v1/{*rest}", any(gcs::download_api))
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .fallback(ops::not_found)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(ops::panic_response))
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -578,3 +578,93 @@ def pkcs8_der(private_key) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+
+
+# --------------------------------------------------------------------------------------
+# GCS JSON API (google-cloud-storage) fixtures and helpers
+# --------------------------------------------------------------------------------------
+
+STORAGE_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+
+
+def make_gcs_client(url: str):
+    """A ``google.cloud.storage.Client`` pointed at ``url`` the way an emulator user does it.
+
+    ``STORAGE_EMULATOR_HOST`` must already hold ``url`` (the client reads it at construction):
+    the client then uses ``AnonymousCredentials`` and sends no ``Authorization`` header.
+    """
+    from google.cloud import storage  # imported lazily: the KMS-only tests do not need it
+
+    assert os.environ.get(STORAGE_EMULATOR_ENV) == url, "set STORAGE_EMULATOR_HOST first"
+    return storage.Client(project=PROJECT)
+
+
+@pytest.fixture
+def new_gcs_client(server: Server, monkeypatch):
+    """Factory: a fresh storage client for the server's *current* URL (use after restart).
+
+    Sets ``STORAGE_EMULATOR_HOST`` to ``server.url`` (restored after the test) and leaves
+    ``DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA`` alone, so the client's background
+    ``GET /storage/v1/b/{bucket}?projection=noAcl`` calls reach the server.
+    """
+    clients: List = []
+
+    def factory():
+        assert server.url, "server is not running"
+        monkeypatch.setenv(STORAGE_EMULATOR_ENV, server.url)
+        client = make_gcs_client(server.url)
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+@pytest.fixture
+def gcs_client(new_gcs_client):
+    return new_gcs_client()
+
+
+def unique_bucket_name(prefix: str = "b") -> str:
+    """A valid, unique GCS bucket name: ``<prefix>-<16 hex>``."""
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+def gcs_md5_b64(data: bytes) -> str:
+    """``md5Hash`` as GCS spells it: base64 of the 16-byte MD5."""
+    import base64
+    import hashlib
+
+    return base64.b64encode(hashlib.md5(bytes(data)).digest()).decode("ascii")
+
+
+def gcs_crc32c_b64(data: bytes) -> str:
+    """``crc32c`` as GCS spells it: base64 of the big-endian 4-byte CRC32C."""
+    import base64
+
+    return base64.b64encode(crc32c(data).to_bytes(4, "big")).decode("ascii")
+
+
+def gcs_error(exc_or_response) -> Dict:
+    """The ``error`` object of a GCS JSON error body, from an exception or a response."""
+    resp = exc_or_response if isinstance(exc_or_response, requests.Response) else getattr(
+        exc_or_response, "response", None
+    )
+    try:
+        body = resp.json()
+    except Exception:  # noqa: BLE001
+        return {}
+    err = body.get("error") if isinstance(body, dict) else None
+    return err if isinstance(err, dict) else {}
+
+
+def gcs_error_reason(exc_or_response) -> Optional[str]:
+    """``error.errors[0].reason`` of a GCS JSON error body (None if absent)."""
+    errors = gcs_error(exc_or_response).get("errors") or []
+    if errors and isinstance(errors[0], dict):
+        return errors[0].get("reason")
+    return None

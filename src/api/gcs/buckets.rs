@@ -1,0 +1,224 @@
+//! Bucket methods.
+
+use super::error::{GcsError, GcsResult};
+use super::{Ctx, json_body, render};
+use crate::storage::{BucketPatch, NewBucket};
+use axum::Json;
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// Bucket features sealstore does not implement: refused rather than stored and ignored.
+const UNSUPPORTED: &[&str] = &[
+    "retentionPolicy",
+    "objectRetention",
+    "lifecycle",
+    "cors",
+    "website",
+    "logging",
+    "billing",
+    "autoclass",
+    "softDeletePolicy",
+    "acl",
+    "defaultObjectAcl",
+    "hierarchicalNamespace",
+];
+
+fn unsupported(body: &Value) -> GcsResult<()> {
+    for k in UNSUPPORTED {
+        if body
+            .get(k)
+            .is_some_and(|v| !v.is_null() && v != &json!([]) && v != &json!({}))
+        {
+            return Err(GcsError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "notImplemented",
+                format!("The bucket field {k} is not supported by sealstore."),
+            ));
+        }
+    }
+    if body.get("defaultEventBasedHold").is_some_and(|v| v == &json!(true)) {
+        return Err(GcsError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "notImplemented",
+            "defaultEventBasedHold is not supported by sealstore yet.",
+        ));
+    }
+    Ok(())
+}
+
+fn string_map(v: Option<&Value>, field: &str) -> GcsResult<Option<BTreeMap<String, Option<String>>>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), Some(s.clone()))),
+                Value::Null => Ok((k.clone(), None)),
+                _ => Err(GcsError::invalid(format!(
+                    "Invalid value for {field}.{k}: expected a string."
+                ))),
+            })
+            .collect::<GcsResult<_>>()
+            .map(Some),
+        Some(_) => Err(GcsError::invalid(format!(
+            "Invalid value for {field}: expected an object."
+        ))),
+    }
+}
+
+/// Applies a PATCH-style map change (null deletes) or a PUT-style replacement.
+pub fn merge_map(
+    current: &BTreeMap<String, String>,
+    change: BTreeMap<String, Option<String>>,
+    replace: bool,
+) -> BTreeMap<String, String> {
+    let mut out = if replace { BTreeMap::new() } else { current.clone() };
+    for (k, v) in change {
+        match v {
+            Some(v) => {
+                out.insert(k, v);
+            }
+            None => {
+                out.remove(&k);
+            }
+        }
+    }
+    out
+}
+
+fn str_field<'a>(body: &'a Value, k: &str) -> GcsResult<Option<&'a str>> {
+    match body.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(GcsError::invalid(format!("Invalid value for {k}: expected a string."))),
+    }
+}
+
+/// `encryption.defaultKmsKeyName`: `Some(None)` clears it.
+fn default_key(body: &Value) -> GcsResult<Option<Option<String>>> {
+    match body.get("encryption") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(e) => Ok(Some(str_field(e, "defaultKmsKeyName")?.map(str::to_owned))),
+    }
+}
+
+pub async fn create(ctx: &Ctx, body: Body) -> GcsResult<Response> {
+    let body = json_body(body).await?;
+    unsupported(&body)?;
+    if ctx.flag("enableObjectRetention")? {
+        return Err(GcsError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "notImplemented",
+            "Object retention is not supported by sealstore yet.",
+        ));
+    }
+    let name = str_field(&body, "name")?
+        .ok_or_else(|| GcsError::new(StatusCode::BAD_REQUEST, "required", "Required field: name."))?;
+    let data_locations = match body.pointer("/customPlacementConfig/dataLocations") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+        Some(_) => return Err(GcsError::invalid("customPlacementConfig.dataLocations must be a list.")),
+    };
+    let spec = NewBucket {
+        name: name.to_owned(),
+        location: str_field(&body, "location")?.map(str::to_owned),
+        data_locations,
+        storage_class: str_field(&body, "storageClass")?.map(str::to_owned),
+        versioning: body
+            .pointer("/versioning/enabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        labels: merge_map(
+            &BTreeMap::new(),
+            string_map(body.get("labels"), "labels")?.unwrap_or_default(),
+            true,
+        ),
+        default_kms_key_name: default_key(&body)?.flatten(),
+    };
+    let b = ctx.app.storage.create_bucket(&ctx.project(), spec).await?;
+    Ok(Json(render::bucket(&b, &ctx.base)).into_response())
+}
+
+pub async fn get(ctx: &Ctx, name: &str) -> GcsResult<Response> {
+    let b = ctx.app.storage.get_bucket(name).await?;
+    let mg = b.metageneration;
+    if ctx.int("ifMetagenerationMatch")?.is_some_and(|m| m != mg) {
+        return Err(
+            crate::storage::StorageError::PreconditionFailed("ifMetagenerationMatch did not hold.".into()).into(),
+        );
+    }
+    if ctx.int("ifMetagenerationNotMatch")?.is_some_and(|m| m == mg) {
+        return Err(crate::storage::StorageError::NotModified.into());
+    }
+    Ok(Json(render::bucket(&b, &ctx.base)).into_response())
+}
+
+pub async fn list(ctx: &Ctx) -> GcsResult<Response> {
+    let max = ctx.int("maxResults")?.map(|m| m.clamp(1, 1000) as usize);
+    let (items, next) = ctx
+        .app
+        .storage
+        .list_buckets(
+            &ctx.project(),
+            ctx.query.get("prefix").unwrap_or(""),
+            ctx.query.get("pageToken"),
+            max,
+        )
+        .await?;
+    let mut v = json!({"kind": "storage#buckets", "items": items.iter().map(|b| render::bucket(b, &ctx.base)).collect::<Vec<_>>()});
+    if let Some(t) = next {
+        v["nextPageToken"] = json!(t);
+    }
+    Ok(Json(v).into_response())
+}
+
+/// PATCH (`replace = false`) or PUT (`replace = true`).
+pub async fn patch(ctx: &Ctx, name: &str, body: Body, replace: bool) -> GcsResult<Response> {
+    let body = json_body(body).await?;
+    unsupported(&body)?;
+    let current = ctx.app.storage.get_bucket(name).await?;
+    let mut p = BucketPatch::default();
+    if replace || body.get("versioning").is_some() {
+        p.versioning = Some(
+            body.pointer("/versioning/enabled")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        );
+    }
+    if let Some(change) = string_map(body.get("labels"), "labels")? {
+        p.labels = Some(merge_map(&current.labels, change, replace));
+    } else if replace || body.get("labels").is_some_and(Value::is_null) {
+        p.labels = Some(BTreeMap::new());
+    }
+    if let Some(c) = str_field(&body, "storageClass")? {
+        p.storage_class = Some(c.to_owned());
+    }
+    p.default_kms_key_name = match default_key(&body)? {
+        Some(k) => Some(k),
+        None if replace => Some(None),
+        None => None,
+    };
+    if let Some(loc) = str_field(&body, "location")?
+        && !loc.eq_ignore_ascii_case(&current.location)
+    {
+        return Err(GcsError::invalid("A bucket's location cannot be changed."));
+    }
+    let b = ctx
+        .app
+        .storage
+        .patch_bucket(name, p, ctx.int("ifMetagenerationMatch")?)
+        .await?;
+    Ok(Json(render::bucket(&b, &ctx.base)).into_response())
+}
+
+pub async fn delete(ctx: &Ctx, name: &str) -> GcsResult<Response> {
+    ctx.app
+        .storage
+        .delete_bucket(name, ctx.int("ifMetagenerationMatch")?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,290 @@
+//! The GCS JSON API face: `/storage/v1`, `/upload/storage/v1` and
+//! `/download/storage/v1`. Paths are routed on the raw, still-encoded path so an object
+//! name (`/` arrives as `%2F`) is exactly one segment, decoded once.
+
+mod buckets;
+pub mod error;
+mod media;
+mod objects;
+pub mod render;
+
+use crate::api::AppState;
+use crate::api::query::{Query, percent_decode};
+use crate::storage::StorageError;
+use crate::storage::model::Preconditions;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use error::{GcsError, GcsResult};
+use futures::{Stream, TryStreamExt};
+
+/// What a `/storage/v1/...` path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Buckets,
+    Bucket(String),
+    Objects(String),
+    Object(String, String),
+    Compose(String, String),
+    CopyTo {
+        src_bucket: String,
+        src: String,
+        dst_bucket: String,
+        dst: String,
+    },
+    RewriteTo {
+        src_bucket: String,
+        src: String,
+        dst_bucket: String,
+        dst: String,
+    },
+    ServiceAccount(String),
+}
+
+fn seg(s: &str) -> GcsResult<String> {
+    percent_decode(s, false).ok_or_else(|| GcsError::invalid(format!("Malformed path segment \"{s}\".")))
+}
+
+pub fn parse_route(rest: &str) -> GcsResult<Route> {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let nf = || GcsError::not_found(format!("Not Found: /{rest}"));
+    Ok(match parts.as_slice() {
+        ["b"] => Route::Buckets,
+        ["b", b] => Route::Bucket(seg(b)?),
+        ["b", b, "o"] => Route::Objects(seg(b)?),
+        ["b", b, "o", o] => Route::Object(seg(b)?, seg(o)?),
+        ["b", b, "o", o, "compose"] => Route::Compose(seg(b)?, seg(o)?),
+        ["b", sb, "o", so, "copyTo", "b", db, "o", d] => Route::CopyTo {
+            src_bucket: seg(sb)?,
+            src: seg(so)?,
+            dst_bucket: seg(db)?,
+            dst: seg(d)?,
+        },
+        ["b", sb, "o", so, "rewriteTo", "b", db, "o", d] => Route::RewriteTo {
+            src_bucket: seg(sb)?,
+            src: seg(so)?,
+            dst_bucket: seg(db)?,
+            dst: seg(d)?,
+        },
+        ["projects", p, "serviceAccount"] => Route::ServiceAccount(seg(p)?),
+        _ => return Err(nf()),
+    })
+}
+
+/// The parts of a request every handler needs.
+pub struct Ctx {
+    pub app: AppState,
+    pub method: Method,
+    pub query: Query,
+    pub headers: HeaderMap,
+    /// This server's origin as the client reached it, for selfLink / mediaLink.
+    pub base: String,
+}
+
+impl Ctx {
+    fn new(app: AppState, method: Method, uri: &Uri, headers: HeaderMap) -> GcsResult<Self> {
+        let query = Query::parse(uri.query()).map_err(GcsError::invalid)?;
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("127.0.0.1")
+            .to_owned();
+        Ok(Self {
+            app,
+            method,
+            query,
+            headers,
+            base: format!("http://{host}"),
+        })
+    }
+
+    pub fn int(&self, key: &str) -> GcsResult<Option<i64>> {
+        self.query
+            .i64(key)
+            .map_err(|m| GcsError::new(StatusCode::BAD_REQUEST, "invalidParameter", m))
+    }
+
+    pub fn flag(&self, key: &str) -> GcsResult<bool> {
+        self.query
+            .bool(key)
+            .map_err(|m| GcsError::new(StatusCode::BAD_REQUEST, "invalidParameter", m))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `ifGenerationMatch` & co (`prefix` = "Source" for copy sources). The Python
+    /// client spells one of them `ifMetaGenerationNotMatch`.
+    pub fn preconditions(&self, prefix: &str) -> GcsResult<Preconditions> {
+        let k = |s: &str| format!("if{prefix}{s}");
+        Ok(Preconditions {
+            if_generation_match: self.int(&k("GenerationMatch"))?,
+            if_generation_not_match: self.int(&k("GenerationNotMatch"))?,
+            if_metageneration_match: self.int(&k("MetagenerationMatch"))?,
+            if_metageneration_not_match: match self.int(&k("MetagenerationNotMatch"))? {
+                Some(v) => Some(v),
+                None => self.int(&k("MetaGenerationNotMatch"))?,
+            },
+        })
+    }
+
+    pub fn project(&self) -> String {
+        self.query.get("project").unwrap_or("<none>").to_owned()
+    }
+}
+
+/// A request body as a stream for the storage engine.
+pub fn body_stream(body: Body) -> impl Stream<Item = Result<Bytes, StorageError>> + Send {
+    body.into_data_stream()
+        .map_err(|e| StorageError::invalid(format!("The request body could not be read: {e}")))
+}
+
+/// Reads a small JSON body (metadata); empty means `{}`.
+pub async fn json_body(body: Body) -> GcsResult<serde_json::Value> {
+    let bytes = axum::body::to_bytes(body, 16 * 1024 * 1024).await.map_err(|_| {
+        GcsError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "uploadTooLarge",
+            "The JSON request body is too large.",
+        )
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::json!({}));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| GcsError::new(StatusCode::BAD_REQUEST, "parseError", format!("Parse Error: {e}")))?;
+    if !v.is_object() {
+        return Err(GcsError::new(
+            StatusCode::BAD_REQUEST,
+            "parseError",
+            "The request body must be a JSON object.",
+        ));
+    }
+    Ok(v)
+}
+
+fn respond(r: GcsResult<Response>) -> Response {
+    r.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `/storage/v1/...`: the JSON API (and `alt=media` downloads).
+pub async fn json_api(
+    State(app): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(
+        async {
+            let ctx = Ctx::new(app, method, &uri, headers)?;
+            let rest = uri.path().strip_prefix("/storage/v1/").unwrap_or("");
+            let route = parse_route(rest)?;
+            match (&ctx.method, route) {
+                (&Method::GET, Route::Buckets) => buckets::list(&ctx).await,
+                (&Method::POST, Route::Buckets) => buckets::create(&ctx, body).await,
+                (&Method::GET, Route::Bucket(b)) => buckets::get(&ctx, &b).await,
+                (&Method::PATCH, Route::Bucket(b)) => buckets::patch(&ctx, &b, body, false).await,
+                (&Method::PUT, Route::Bucket(b)) => buckets::patch(&ctx, &b, body, true).await,
+                (&Method::DELETE, Route::Bucket(b)) => buckets::delete(&ctx, &b).await,
+                (&Method::GET, Route::Objects(b)) => objects::list(&ctx, &b).await,
+                (&Method::GET, Route::Object(b, o)) if ctx.query.get("alt") == Some("media") => {
+                    media::download(&ctx, &b, &o).await
+                }
+                (&Method::GET, Route::Object(b, o)) => objects::get(&ctx, &b, &o).await,
+                (&Method::PATCH, Route::Object(b, o)) => objects::patch(&ctx, &b, &o, body, false).await,
+                (&Method::PUT, Route::Object(b, o)) => objects::patch(&ctx, &b, &o, body, true).await,
+                (&Method::DELETE, Route::Object(b, o)) => objects::delete(&ctx, &b, &o).await,
+                (&Method::POST, Route::Compose(b, o)) => objects::compose(&ctx, &b, &o, body).await,
+                (
+                    &Method::POST,
+                    Route::CopyTo {
+                        src_bucket,
+                        src,
+                        dst_bucket,
+                        dst,
+                    },
+                ) => objects::copy(&ctx, &src_bucket, &src, &dst_bucket, &dst, body).await,
+                (&Method::POST, Route::RewriteTo { .. }) => Err(GcsError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "notImplemented",
+                    "objects.rewrite is not supported by sealstore yet; use copyTo.",
+                )),
+                (&Method::GET, Route::ServiceAccount(p)) => Ok(axum::Json(serde_json::json!({
+                    "kind": "storage#serviceAccount",
+                    "email_address": format!("service-{p}@gs-project-accounts.iam.gserviceaccount.com"),
+                }))
+                .into_response()),
+                (m, r) => Err(GcsError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "methodNotAllowed",
+                    format!("Method {m} is not allowed on {r:?}."),
+                )),
+            }
+        }
+        .await,
+    )
+}
+
+/// `/upload/storage/v1/b/{bucket}/o`: media, multipart and resumable uploads.
+pub async fn upload_api(
+    State(app): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(
+        async {
+            let ctx = Ctx::new(app, method, &uri, headers)?;
+            let rest = uri.path().strip_prefix("/upload/storage/v1/").unwrap_or("");
+            let Route::Objects(bucket) = parse_route(rest)? else {
+                return Err(GcsError::not_found(format!("Not Found: {}", uri.path())));
+            };
+            media::upload(&ctx, &bucket, body).await
+        }
+        .await,
+    )
+}
+
+/// `/download/storage/v1/b/{bucket}/o/{object}?alt=media`.
+pub async fn download_api(State(app): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    respond(
+        async {
+            let ctx = Ctx::new(app, method, &uri, headers)?;
+            let rest = uri.path().strip_prefix("/download/storage/v1/").unwrap_or("");
+            match parse_route(rest)? {
+                Route::Object(b, o) if ctx.method == Method::GET || ctx.method == Method::HEAD => {
+                    media::download(&ctx, &b, &o).await
+                }
+                _ => Err(GcsError::not_found(format!("Not Found: {}", uri.path()))),
+            }
+        }
+        .await,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_decode_object_names_once() {
+        assert_eq!(
+            parse_route("b/bkt/o/dir%2Fa%20b.txt").unwrap(),
+            Route::Object("bkt".into(), "dir/a b.txt".into())
+        );
+        assert_eq!(
+            parse_route("b/bkt/o/a%252F").unwrap(),
+            Route::Object("bkt".into(), "a%2F".into())
+        );
+        assert!(matches!(
+            parse_route("b/s/o/x/copyTo/b/d/o/y").unwrap(),
+            Route::CopyTo { .. }
+        ));
+        assert!(parse_route("b/bkt/x").is_err());
+    }
+}

@@ -1,0 +1,311 @@
+//! Object metadata methods, listing, copy and compose.
+
+use super::buckets::merge_map;
+use super::error::{GcsError, GcsResult};
+use super::{Ctx, json_body, render};
+use crate::storage::model::{KeyKind, ObjectMeta, ObjectRecord, Preconditions};
+use crate::storage::{ListSpec, ObjectHashes, StorageError, WriteSpec};
+use axum::Json;
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// Object features sealstore does not implement yet: refused, never stored and ignored.
+const UNSUPPORTED: &[&str] = &["temporaryHold", "eventBasedHold", "retention", "acl", "contexts"];
+
+pub fn check_unsupported(body: &Value) -> GcsResult<()> {
+    for k in UNSUPPORTED {
+        if body
+            .get(k)
+            .is_some_and(|v| !v.is_null() && v != &json!(false) && v != &json!([]))
+        {
+            return Err(GcsError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "notImplemented",
+                format!("The object field {k} is not supported by sealstore yet."),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn opt_str(body: &Value, k: &str) -> GcsResult<Option<Option<String>>> {
+    match body.get(k) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(s)) => Ok(Some(Some(s.clone()))),
+        Some(_) => Err(GcsError::invalid(format!("Invalid value for {k}: expected a string."))),
+    }
+}
+
+/// Applies the writable metadata fields of `body` to `meta`: PATCH semantics (absent
+/// fields kept, null clears, `metadata` merges) or PUT semantics (`replace`).
+pub fn apply_meta(meta: &ObjectMeta, body: &Value, replace: bool) -> GcsResult<ObjectMeta> {
+    let mut m = if replace { ObjectMeta::default() } else { meta.clone() };
+    let fields: [(&str, &mut Option<String>); 6] = [
+        ("contentType", &mut m.content_type),
+        ("contentEncoding", &mut m.content_encoding),
+        ("contentDisposition", &mut m.content_disposition),
+        ("contentLanguage", &mut m.content_language),
+        ("cacheControl", &mut m.cache_control),
+        ("customTime", &mut m.custom_time),
+    ];
+    for (k, slot) in fields {
+        if let Some(v) = opt_str(body, k)? {
+            *slot = v;
+        }
+    }
+    if let Some(t) = &m.custom_time
+        && chrono::DateTime::parse_from_rfc3339(t).is_err()
+    {
+        return Err(GcsError::invalid(format!(
+            "Invalid value for customTime: \"{t}\" is not an RFC 3339 timestamp."
+        )));
+    }
+    match body.get("metadata") {
+        None => {}
+        Some(Value::Null) => m.metadata.clear(),
+        Some(Value::Object(map)) => {
+            let mut change = std::collections::BTreeMap::new();
+            for (k, v) in map {
+                let v = match v {
+                    Value::Null => None,
+                    Value::String(s) => Some(s.clone()),
+                    other => Some(other.to_string()),
+                };
+                change.insert(k.clone(), v);
+            }
+            m.metadata = merge_map(&m.metadata, change, replace);
+        }
+        Some(_) => return Err(GcsError::invalid("Invalid value for metadata: expected an object.")),
+    }
+    Ok(m)
+}
+
+/// The hashes an object response may show: only for usable, non-CMEK-listing cases.
+pub fn visible_hashes(ctx: &Ctx, rec: &ObjectRecord, listing: bool) -> GcsResult<Option<ObjectHashes>> {
+    if listing && rec.envelope.kind == KeyKind::Cmek {
+        return Ok(None);
+    }
+    match ctx.app.storage.open(rec.clone()) {
+        Ok(o) => Ok(Some(o.hashes)),
+        Err(StorageError::Key(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn object_response(ctx: &Ctx, rec: &ObjectRecord, hashes: Option<&ObjectHashes>) -> Response {
+    Json(render::object(rec, hashes, &ctx.base)).into_response()
+}
+
+pub async fn get(ctx: &Ctx, bucket: &str, name: &str) -> GcsResult<Response> {
+    let rec = ctx
+        .app
+        .storage
+        .get_object(bucket, name, ctx.int("generation")?, &ctx.preconditions("")?)
+        .await?;
+    let hashes = visible_hashes(ctx, &rec, false)?;
+    Ok(object_response(ctx, &rec, hashes.as_ref()))
+}
+
+pub async fn list(ctx: &Ctx, bucket: &str) -> GcsResult<Response> {
+    if ctx.query.get("matchGlob").is_some_and(|g| !g.is_empty()) {
+        return Err(GcsError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "notImplemented",
+            "matchGlob is not supported by sealstore.",
+        ));
+    }
+    if ctx.flag("softDeleted")? || ctx.flag("includeFoldersAsPrefixes")? {
+        return Err(GcsError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "notImplemented",
+            "softDeleted and includeFoldersAsPrefixes are not supported by sealstore.",
+        ));
+    }
+    let spec = ListSpec {
+        prefix: ctx.query.get("prefix").unwrap_or("").to_owned(),
+        delimiter: ctx.query.get("delimiter").map(str::to_owned),
+        versions: ctx.flag("versions")?,
+        max_results: ctx.int("maxResults")?.map(|m| m.clamp(1, 1000) as usize),
+        page_token: ctx.query.get("pageToken").map(str::to_owned),
+        start_offset: ctx
+            .query
+            .get("startOffset")
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+        end_offset: ctx.query.get("endOffset").filter(|s| !s.is_empty()).map(str::to_owned),
+        include_trailing_delimiter: ctx.flag("includeTrailingDelimiter")?,
+    };
+    let page = ctx.app.storage.list_objects(bucket, spec).await?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for rec in &page.items {
+        let hashes = visible_hashes(ctx, rec, true)?;
+        items.push(render::object(rec, hashes.as_ref(), &ctx.base));
+    }
+    let mut v = json!({"kind": "storage#objects", "items": items});
+    if !page.prefixes.is_empty() {
+        v["prefixes"] = json!(page.prefixes);
+    }
+    if let Some(t) = page.next_page_token {
+        v["nextPageToken"] = json!(t);
+    }
+    Ok(Json(v).into_response())
+}
+
+/// PATCH (`replace = false`) or PUT (`replace = true`) of an object's metadata.
+pub async fn patch(ctx: &Ctx, bucket: &str, name: &str, body: Body, replace: bool) -> GcsResult<Response> {
+    let body = json_body(body).await?;
+    check_unsupported(&body)?;
+    let requested_key = body.get("kmsKeyName").and_then(Value::as_str).map(str::to_owned);
+    let storage_class = body.get("storageClass").and_then(Value::as_str).map(str::to_owned);
+    let rec = ctx
+        .app
+        .storage
+        .update_object_meta(bucket, name, ctx.int("generation")?, &ctx.preconditions("")?, move |rec| {
+            // CMEK cannot be set or changed through metadata: rewrite the object instead.
+            if let Some(k) = &requested_key {
+                let current = &rec.envelope.key_version;
+                let unversioned = current.split("/cryptoKeyVersions/").next().unwrap_or("");
+                if rec.envelope.kind != KeyKind::Cmek || (k != current && k != unversioned) {
+                    return Err(StorageError::BadRequest {
+                        reason: "cloudKmsCannotChangeKeyName",
+                        message: "The Cloud KMS key of an object cannot be set or changed by updating its metadata; rewrite the object with the new key.".into(),
+                    });
+                }
+            }
+            if let Some(c) = &storage_class
+                && !c.eq_ignore_ascii_case(&rec.storage_class)
+            {
+                return Err(StorageError::invalid("The storage class of an object cannot be changed by a metadata update; rewrite it instead."));
+            }
+            rec.meta = apply_meta(&rec.meta, &body, replace).map_err(|e| StorageError::invalid(e.message))?;
+            Ok(())
+        })
+        .await?;
+    let hashes = visible_hashes(ctx, &rec, false)?;
+    Ok(object_response(ctx, &rec, hashes.as_ref()))
+}
+
+pub async fn delete(ctx: &Ctx, bucket: &str, name: &str) -> GcsResult<Response> {
+    ctx.app
+        .storage
+        .delete_object(bucket, name, ctx.int("generation")?, &ctx.preconditions("")?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn dest_spec(ctx: &Ctx, bucket: &str, name: &str, key_param: &str) -> GcsResult<WriteSpec> {
+    Ok(WriteSpec {
+        bucket: bucket.to_owned(),
+        name: name.to_owned(),
+        meta: ObjectMeta::default(),
+        storage_class: None,
+        preconditions: ctx.preconditions("")?,
+        expected_crc32c: None,
+        expected_md5: None,
+        kms_key_name: super::media::key_param(ctx, key_param)?,
+        component_count: None,
+    })
+}
+
+pub async fn copy(
+    ctx: &Ctx,
+    src_bucket: &str,
+    src: &str,
+    dst_bucket: &str,
+    dst: &str,
+    body: Body,
+) -> GcsResult<Response> {
+    let body = json_body(body).await?;
+    check_unsupported(&body)?;
+    let source = ctx
+        .app
+        .storage
+        .get_object(src_bucket, src, ctx.int("sourceGeneration")?, &Preconditions::default())
+        .await?;
+    ctx.preconditions("Source")?
+        .check(Some((source.generation, source.metageneration)), false)?;
+    let opened = ctx.app.storage.open(source)?;
+    let mut spec = dest_spec(ctx, dst_bucket, dst, "destinationKmsKeyName")?;
+    let meta_given = body
+        .as_object()
+        .is_some_and(|m| m.keys().any(|k| k != "name" && k != "bucket" && k != "kmsKeyName"));
+    let meta = if meta_given {
+        Some(apply_meta(&opened.record.meta, &body, false)?)
+    } else {
+        None
+    };
+    if let Some(c) = body.get("storageClass").and_then(Value::as_str) {
+        spec.storage_class = Some(c.to_owned());
+    }
+    let (rec, hashes) = ctx.app.storage.copy(opened, spec, meta).await?;
+    Ok(object_response(ctx, &rec, Some(&hashes)))
+}
+
+pub async fn compose(ctx: &Ctx, bucket: &str, dest: &str, body: Body) -> GcsResult<Response> {
+    let body = json_body(body).await?;
+    let sources = match body.get("sourceObjects") {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        _ => {
+            return Err(GcsError::new(
+                StatusCode::BAD_REQUEST,
+                "required",
+                "Required field: sourceObjects.",
+            ));
+        }
+    };
+    if sources.len() > crate::storage::engine::MAX_COMPOSE_SOURCES {
+        return Err(GcsError::invalid(format!(
+            "The number of source components provided ({}) exceeds the maximum ({}).",
+            sources.len(),
+            crate::storage::engine::MAX_COMPOSE_SOURCES
+        )));
+    }
+    let destination = body.get("destination").cloned().unwrap_or_else(|| json!({}));
+    check_unsupported(&destination)?;
+    let mut opened = Vec::with_capacity(sources.len());
+    for s in sources {
+        let name = s.get("name").and_then(Value::as_str).ok_or_else(|| {
+            GcsError::new(
+                StatusCode::BAD_REQUEST,
+                "required",
+                "Required field: sourceObjects[].name.",
+            )
+        })?;
+        let generation = match s.get("generation") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(g)) => Some(
+                g.parse::<i64>()
+                    .map_err(|_| GcsError::invalid("Invalid source generation."))?,
+            ),
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(_) => return Err(GcsError::invalid("Invalid source generation.")),
+        };
+        let if_match = match s.pointer("/objectPreconditions/ifGenerationMatch") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(g)) => Some(
+                g.parse::<i64>()
+                    .map_err(|_| GcsError::invalid("Invalid ifGenerationMatch."))?,
+            ),
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(_) => return Err(GcsError::invalid("Invalid ifGenerationMatch.")),
+        };
+        let pre = Preconditions {
+            if_generation_match: if_match,
+            ..Default::default()
+        };
+        let rec = ctx
+            .app
+            .storage
+            .get_object(bucket, name, generation, &Preconditions::default())
+            .await?;
+        pre.check(Some((rec.generation, rec.metageneration)), false)?;
+        opened.push(ctx.app.storage.open(rec)?);
+    }
+    let mut spec = dest_spec(ctx, bucket, dest, "kmsKeyName")?;
+    spec.meta = apply_meta(&ObjectMeta::default(), &destination, false)?;
+    let (rec, hashes) = ctx.app.storage.compose(opened, spec).await?;
+    Ok(object_response(ctx, &rec, Some(&hashes)))
+}

@@ -1,0 +1,140 @@
+//! Buckets and objects as GCS JSON resources. int64 values are strings; timestamps
+//! have milliseconds.
+
+use crate::api::query::percent_decode;
+use crate::storage::ObjectHashes;
+use crate::storage::model::{Bucket, KeyKind, ObjectRecord};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value, json};
+
+pub fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Percent-encodes a path segment (`/` included), as the Python client does.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    debug_assert_eq!(percent_decode(&out, false).as_deref(), Some(s));
+    out
+}
+
+pub fn bucket(b: &Bucket, base: &str) -> Value {
+    let mut m = Map::new();
+    m.insert("kind".into(), json!("storage#bucket"));
+    m.insert("id".into(), json!(b.name));
+    m.insert("selfLink".into(), json!(format!("{base}/storage/v1/b/{}", b.name)));
+    m.insert("name".into(), json!(b.name));
+    m.insert("timeCreated".into(), json!(time(b.time_created)));
+    m.insert("updated".into(), json!(time(b.updated)));
+    m.insert("metageneration".into(), json!(b.metageneration.to_string()));
+    m.insert("location".into(), json!(b.location));
+    m.insert("locationType".into(), json!(b.location_type));
+    m.insert("storageClass".into(), json!(b.storage_class));
+    m.insert("etag".into(), json!(STANDARD.encode(b.metageneration.to_be_bytes())));
+    m.insert("versioning".into(), json!({"enabled": b.versioning}));
+    if !b.labels.is_empty() {
+        m.insert("labels".into(), json!(b.labels));
+    }
+    if let Some(k) = &b.default_kms_key_name {
+        m.insert("encryption".into(), json!({"defaultKmsKeyName": k}));
+    }
+    if !b.data_locations.is_empty() {
+        m.insert(
+            "customPlacementConfig".into(),
+            json!({"dataLocations": b.data_locations}),
+        );
+    }
+    Value::Object(m)
+}
+
+/// An object resource. `hashes` is `None` when they must be withheld (listings of
+/// CMEK objects, or an unusable key).
+pub fn object(o: &ObjectRecord, hashes: Option<&ObjectHashes>, base: &str) -> Value {
+    let mut m = Map::new();
+    let quoted = quote(&o.name);
+    m.insert("kind".into(), json!("storage#object"));
+    m.insert("id".into(), json!(format!("{}/{}/{}", o.bucket, o.name, o.generation)));
+    m.insert(
+        "selfLink".into(),
+        json!(format!("{base}/storage/v1/b/{}/o/{quoted}", o.bucket)),
+    );
+    m.insert(
+        "mediaLink".into(),
+        json!(format!(
+            "{base}/download/storage/v1/b/{}/o/{quoted}?generation={}&alt=media",
+            o.bucket, o.generation
+        )),
+    );
+    m.insert("name".into(), json!(o.name));
+    m.insert("bucket".into(), json!(o.bucket));
+    m.insert("generation".into(), json!(o.generation.to_string()));
+    m.insert("metageneration".into(), json!(o.metageneration.to_string()));
+    m.insert(
+        "contentType".into(),
+        json!(
+            o.meta
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "application/octet-stream".into())
+        ),
+    );
+    for (k, v) in [
+        ("contentEncoding", &o.meta.content_encoding),
+        ("contentDisposition", &o.meta.content_disposition),
+        ("contentLanguage", &o.meta.content_language),
+        ("cacheControl", &o.meta.cache_control),
+        ("customTime", &o.meta.custom_time),
+    ] {
+        if let Some(v) = v {
+            m.insert(k.into(), json!(v));
+        }
+    }
+    m.insert("storageClass".into(), json!(o.storage_class));
+    m.insert("size".into(), json!(o.size.to_string()));
+    m.insert("timeCreated".into(), json!(time(o.time_created)));
+    m.insert("updated".into(), json!(time(o.updated)));
+    m.insert("timeStorageClassUpdated".into(), json!(time(o.time_created)));
+    m.insert("etag".into(), json!(etag(o)));
+    if !o.meta.metadata.is_empty() {
+        m.insert("metadata".into(), json!(o.meta.metadata));
+    }
+    if let Some(c) = o.component_count {
+        m.insert("componentCount".into(), json!(c));
+    }
+    if o.envelope.kind == KeyKind::Cmek {
+        m.insert("kmsKeyName".into(), json!(o.envelope.key_version));
+    }
+    if let Some(h) = hashes {
+        m.insert("crc32c".into(), json!(crate::storage::hashing::crc32c_b64(h.crc32c)));
+        if let Some(md5) = &h.md5 {
+            m.insert("md5Hash".into(), json!(crate::storage::hashing::md5_b64(md5)));
+        }
+    }
+    Value::Object(m)
+}
+
+pub fn etag(o: &ObjectRecord) -> String {
+    let mut b = o.generation.to_be_bytes().to_vec();
+    b.extend_from_slice(&o.metageneration.to_be_bytes());
+    STANDARD.encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_matches_the_python_client() {
+        assert_eq!(quote("dir/a b.txt"), "dir%2Fa%20b.txt");
+        assert_eq!(quote("ü~"), "%C3%BC~");
+    }
+}

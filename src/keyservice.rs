@@ -1,0 +1,110 @@
+//! Wires storage's `KeyService` to the embedded KMS: object DEKs are wrapped by the
+//! Google-managed service key (its own project and key ring, rotated every 90 days),
+//! or by a customer-managed key.
+
+use crate::kms::names::{CryptoKeyName, LocationName, ResourceName};
+use crate::kms::types::{Purpose, VersionState};
+use crate::kms::{DAY, Kms, KmsError, NewCryptoKey};
+use crate::storage::{KeyChoice, KeyError, KeyService, WrappedDek};
+use zeroize::Zeroizing;
+
+/// Where the Google-managed service key lives. The leading underscore keeps it apart
+/// from user projects.
+pub const GOOGLE_MANAGED_PROJECT: &str = "_sealstore";
+const GOOGLE_MANAGED_RING: &str = "google-managed";
+const GOOGLE_MANAGED_KEY: &str = "objects";
+
+pub struct KmsKeyService {
+    kms: Kms,
+    google: CryptoKeyName,
+}
+
+fn key_error(e: KmsError, key: &str) -> KeyError {
+    match e {
+        KmsError::NotEnabled { version, .. } => KeyError::Disabled(version),
+        KmsError::NotFound(_) => KeyError::NotFound(key.to_owned()),
+        KmsError::InvalidArgument(_) | KmsError::FailedPrecondition(_) => KeyError::Bad(key.to_owned()),
+        KmsError::PermissionDenied(_) => KeyError::PermissionDenied,
+        KmsError::ResourceExhausted(m) => KeyError::Exhausted(m),
+        KmsError::DecryptionFailed => KeyError::Internal(format!("a data key wrapped by {key} failed to unwrap")),
+        KmsError::AlreadyExists(m) | KmsError::Unimplemented(m) | KmsError::Internal(m) => KeyError::Internal(m),
+    }
+}
+
+impl KmsKeyService {
+    /// Creates the Google-managed key on first start.
+    pub fn new(kms: Kms) -> Result<Self, KmsError> {
+        let loc = LocationName::new(GOOGLE_MANAGED_PROJECT, "global")?;
+        let ring = loc.key_ring(GOOGLE_MANAGED_RING)?;
+        let google = ring.crypto_key(GOOGLE_MANAGED_KEY)?;
+        if kms.get_key_ring(&ring).is_err() {
+            kms.create_key_ring(&loc, GOOGLE_MANAGED_RING)?;
+        }
+        if kms.get_crypto_key(&google).is_err() {
+            let period = 90 * DAY;
+            kms.create_crypto_key(
+                &ring,
+                GOOGLE_MANAGED_KEY,
+                NewCryptoKey {
+                    purpose: Purpose::ENCRYPT_DECRYPT,
+                    protection_level: crate::kms::types::ProtectionLevel::SOFTWARE,
+                    algorithm: None,
+                    labels: Default::default(),
+                    import_only: false,
+                    destroy_scheduled_duration: None,
+                    rotation_period: Some(period),
+                    next_rotation_time: Some(kms.now() + chrono::TimeDelta::from_std(period).unwrap_or_default()),
+                    skip_initial_version_creation: false,
+                },
+            )?;
+        }
+        Ok(Self { kms, google })
+    }
+
+    /// A customer-managed key named on a request: unversioned, and a real
+    /// ENCRYPT_DECRYPT key.
+    fn cmek(&self, name: &str) -> Result<CryptoKeyName, KeyError> {
+        let key = ResourceName::parse_key(name).map_err(|_| KeyError::Bad(name.to_owned()))?;
+        let view = self.kms.get_crypto_key(&key).map_err(|e| key_error(e, name))?;
+        if view.key.purpose != Purpose::ENCRYPT_DECRYPT {
+            return Err(KeyError::Bad(name.to_owned()));
+        }
+        match view.primary {
+            None => Err(KeyError::Bad(name.to_owned())),
+            Some(p) if p.state != VersionState::ENABLED => Err(KeyError::Disabled(p.name.to_string())),
+            Some(_) => Ok(key),
+        }
+    }
+}
+
+impl KeyService for KmsKeyService {
+    fn wrap(&self, _project: &str, choice: &KeyChoice, dek: &[u8], aad: &[u8]) -> Result<WrappedDek, KeyError> {
+        let (key, label) = match choice {
+            KeyChoice::GoogleManaged => (self.google.clone(), self.google.to_string()),
+            KeyChoice::Cmek(name) => (self.cmek(name)?, name.clone()),
+        };
+        let out = self
+            .kms
+            .encrypt(&key, None, dek, aad)
+            .map_err(|e| key_error(e, &label))?;
+        Ok(WrappedDek {
+            key_version: out.version.to_string(),
+            ciphertext: out.ciphertext,
+        })
+    }
+
+    fn unwrap(
+        &self,
+        _project: &str,
+        key_version: &str,
+        wrapped: &[u8],
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let version = ResourceName::parse_version(key_version).map_err(|_| KeyError::Bad(key_version.to_owned()))?;
+        let out = self
+            .kms
+            .decrypt(&version.key, wrapped, aad)
+            .map_err(|e| key_error(e, key_version))?;
+        Ok(out.plaintext)
+    }
+}

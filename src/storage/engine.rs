@@ -1,0 +1,877 @@
+//! The object engine: buckets, envelope-encrypted writes and reads, listing, copy and
+//! compose. Blob first, then the metadata row in one transaction: a failed or rejected
+//! write leaves nothing visible, and its blob is deleted (or swept after a crash).
+
+use super::blobs::{BlobStore, PartWriter, new_blob_id};
+use super::error::{StorageError, StorageResult};
+use super::hashing::Hashes;
+use super::keys::{KeyChoice, KeyService};
+use super::meta::{ListQuery, MetaStore};
+use super::model::{Bucket, Envelope, KeyKind, ObjectMeta, ObjectRecord, Preconditions};
+use super::names::{check_bucket_name, check_object_name};
+use super::segment::{Dek, ObjectCipher, SEGMENT, TAG, random_prefix, segment_count, segment_plain_len};
+use crate::clock::Clock;
+use crate::locations::LocationKind;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+pub const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "NEARLINE",
+    "COLDLINE",
+    "ARCHIVE",
+    "MULTI_REGIONAL",
+    "REGIONAL",
+    "DURABLE_REDUCED_AVAILABILITY",
+];
+pub const MAX_COMPOSE_SOURCES: usize = 32;
+/// Segments fetched per blob read while streaming a download (about 1 MiB).
+const READ_BATCH: u64 = 16;
+
+pub struct Storage {
+    pub(super) meta: Arc<dyn MetaStore>,
+    pub(super) blobs: BlobStore,
+    pub(super) keys: Arc<dyn KeyService>,
+    pub(super) clock: Arc<dyn Clock>,
+    last_generation: AtomicI64,
+    pub(super) active_sessions: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewBucket {
+    pub name: String,
+    pub location: Option<String>,
+    pub data_locations: Vec<String>,
+    pub storage_class: Option<String>,
+    pub versioning: bool,
+    pub labels: BTreeMap<String, String>,
+    pub default_kms_key_name: Option<String>,
+}
+
+/// Fields a bucket patch names; `Some(None)` clears.
+#[derive(Debug, Clone, Default)]
+pub struct BucketPatch {
+    pub versioning: Option<bool>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub storage_class: Option<String>,
+    pub default_kms_key_name: Option<Option<String>>,
+}
+
+/// Everything about a new object generation except its data.
+#[derive(Debug, Clone)]
+pub struct WriteSpec {
+    pub bucket: String,
+    pub name: String,
+    pub meta: ObjectMeta,
+    pub storage_class: Option<String>,
+    pub preconditions: Preconditions,
+    pub expected_crc32c: Option<u32>,
+    pub expected_md5: Option<[u8; 16]>,
+    /// The key the request names (`kmsKeyName`); `None` falls back to the bucket default.
+    pub kms_key_name: Option<String>,
+    /// For composites: their component count. Composites have no MD5.
+    pub component_count: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectHashes {
+    pub crc32c: u32,
+    pub md5: Option<[u8; 16]>,
+}
+
+/// An object whose data key has been unwrapped: it can be read.
+pub struct OpenObject {
+    pub record: ObjectRecord,
+    pub hashes: ObjectHashes,
+    cipher: Arc<ObjectCipher>,
+}
+
+impl std::fmt::Debug for OpenObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenObject")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListSpec {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    pub versions: bool,
+    pub max_results: Option<usize>,
+    pub page_token: Option<String>,
+    pub start_offset: Option<String>,
+    pub end_offset: Option<String>,
+    pub include_trailing_delimiter: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub items: Vec<ObjectRecord>,
+    pub prefixes: Vec<String>,
+    pub next_page_token: Option<String>,
+}
+
+/// Where a listing resumes: strictly after an entry, or at a name.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum Cursor {
+    After(String, i64),
+    At(String),
+}
+
+fn encode_token(c: &Cursor) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).expect("cursor serializes"))
+}
+
+fn decode_token(t: &str) -> StorageResult<Cursor> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(t)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| StorageError::invalid(format!("Invalid pageToken: {t}")))
+}
+
+/// The smallest string greater than every string starting with `p`.
+fn prefix_successor(p: &str) -> Option<String> {
+    let mut chars: Vec<char> = p.chars().collect();
+    while let Some(c) = chars.pop() {
+        if let Some(next) = char::from_u32(c as u32 + 1) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+fn dek_aad(blob_id: &str) -> Vec<u8> {
+    let mut v = b"sealstore-dek-v1\0".to_vec();
+    v.extend_from_slice(blob_id.as_bytes());
+    v
+}
+
+/// Encrypts a plaintext stream into segments and writes them as one blob part.
+pub(super) struct SegmentSink {
+    cipher: Arc<ObjectCipher>,
+    writer: PartWriter,
+    pending: Vec<u8>,
+    next_index: u32,
+    segments: u64,
+    pub(super) hashes: Hashes,
+}
+
+impl SegmentSink {
+    pub(super) fn new(cipher: Arc<ObjectCipher>, writer: PartWriter, first_index: u32, hashes: Hashes) -> Self {
+        Self {
+            cipher,
+            writer,
+            pending: Vec::with_capacity(SEGMENT + TAG),
+            next_index: first_index,
+            segments: 0,
+            hashes,
+        }
+    }
+
+    /// Full segments are never the last one (the last holds the remainder, possibly
+    /// empty), so each is sealed as soon as it is complete.
+    pub(super) async fn write(&mut self, mut data: &[u8]) -> StorageResult<()> {
+        self.hashes.update(data);
+        while !data.is_empty() {
+            let take = (SEGMENT - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() == SEGMENT {
+                self.flush_segment(false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_segment(&mut self, last: bool) -> StorageResult<()> {
+        let mut seg = std::mem::replace(&mut self.pending, Vec::with_capacity(SEGMENT + TAG));
+        self.cipher.seal_segment(self.next_index, last, &mut seg);
+        self.next_index = self
+            .next_index
+            .checked_add(1)
+            .ok_or_else(|| StorageError::PayloadTooLarge {
+                message: "The object is too large.".into(),
+            })?;
+        self.segments += 1;
+        self.writer.write(&seg).await
+    }
+
+    /// Ends a part in the middle of an object: only whole segments may be pending.
+    pub(super) async fn finish_part(self) -> StorageResult<(u64, Hashes)> {
+        if !self.pending.is_empty() {
+            self.writer.abort().await;
+            return Err(StorageError::internal("a non-final part must hold whole segments"));
+        }
+        self.writer.finish().await?;
+        Ok((self.segments, self.hashes))
+    }
+
+    /// Ends the object: the remainder becomes the last segment.
+    pub(super) async fn finish_object(mut self) -> StorageResult<(u64, Hashes)> {
+        if let Err(e) = self.flush_segment(true).await {
+            self.writer.abort().await;
+            return Err(e);
+        }
+        self.writer.finish().await?;
+        Ok((self.segments, self.hashes))
+    }
+
+    pub(super) async fn abort(self) {
+        self.writer.abort().await;
+    }
+}
+
+impl Storage {
+    pub fn new(
+        meta: Arc<dyn MetaStore>,
+        blobs: BlobStore,
+        keys: Arc<dyn KeyService>,
+        clock: Arc<dyn Clock>,
+    ) -> StorageResult<Self> {
+        let last = meta.max_generation()?;
+        Ok(Self {
+            meta,
+            blobs,
+            keys,
+            clock,
+            last_generation: AtomicI64::new(last),
+            active_sessions: Default::default(),
+        })
+    }
+
+    /// Generations are microsecond timestamps, strictly increasing.
+    pub(super) fn next_generation(&self) -> i64 {
+        let now = self.clock.now().timestamp_micros();
+        let mut prev = self.last_generation.load(Ordering::SeqCst);
+        loop {
+            let next = now.max(prev + 1);
+            match self
+                .last_generation
+                .compare_exchange(prev, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return next,
+                Err(p) => prev = p,
+            }
+        }
+    }
+
+    pub(super) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn MetaStore) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
+        let meta = self.meta.clone();
+        tokio::task::spawn_blocking(move || f(meta.as_ref()))
+            .await
+            .map_err(StorageError::internal)?
+    }
+
+    /// Removes unreferenced blobs older than `older_than` (all of them at start-up,
+    /// before any request can be writing one).
+    pub async fn sweep(&self, older_than: chrono::DateTime<chrono::Utc>) -> StorageResult<usize> {
+        let referenced = self.blocking(|m| m.blob_ids()).await?;
+        self.blobs.sweep(&referenced, older_than).await
+    }
+
+    // ---- buckets -------------------------------------------------------------------
+
+    pub async fn create_bucket(&self, project: &str, spec: NewBucket) -> StorageResult<Bucket> {
+        check_bucket_name(&spec.name)?;
+        let requested = spec.location.clone().unwrap_or_else(|| "US".into());
+        let loc = crate::locations::find(&requested)
+            .filter(|l| l.kind != LocationKind::Global)
+            .ok_or_else(|| {
+                StorageError::invalid(format!("The specified location constraint is not valid: {requested}."))
+            })?;
+        let mut location_type = match loc.kind {
+            LocationKind::Region => "region",
+            LocationKind::DualRegion => "dual-region",
+            _ => "multi-region",
+        };
+        let mut data_locations = vec![];
+        if !spec.data_locations.is_empty() {
+            // A configurable dual-region: two regions inside the named multi-region.
+            let regions: Vec<_> = spec.data_locations.iter().map(|r| crate::locations::find(r)).collect();
+            let valid = loc.kind == LocationKind::MultiRegion
+                && regions.len() == 2
+                && regions
+                    .iter()
+                    .all(|r| r.is_some_and(|r| r.kind == LocationKind::Region && r.multi_region == Some(loc.id)));
+            if !valid {
+                return Err(StorageError::invalid(format!(
+                    "Invalid custom placement: dataLocations must be two regions within {}.",
+                    requested.to_uppercase()
+                )));
+            }
+            data_locations = spec.data_locations.iter().map(|r| r.to_uppercase()).collect();
+            location_type = "dual-region";
+        }
+        let storage_class = spec.storage_class.unwrap_or_else(|| "STANDARD".into()).to_uppercase();
+        if !STORAGE_CLASSES.contains(&storage_class.as_str()) {
+            return Err(StorageError::invalid(format!(
+                "Invalid storage class: {storage_class}."
+            )));
+        }
+        let now = self.clock.now();
+        let bucket = Bucket {
+            name: spec.name,
+            project: project.to_owned(),
+            location: loc.id.to_uppercase(),
+            location_type: location_type.into(),
+            data_locations,
+            storage_class,
+            time_created: now,
+            updated: now,
+            metageneration: 1,
+            versioning: spec.versioning,
+            labels: spec.labels,
+            default_kms_key_name: spec.default_kms_key_name,
+        };
+        let b = bucket.clone();
+        self.blocking(move |m| m.insert_bucket(&b)).await?;
+        Ok(bucket)
+    }
+
+    pub async fn get_bucket(&self, name: &str) -> StorageResult<Bucket> {
+        let n = name.to_owned();
+        self.blocking(move |m| m.get_bucket(&n))
+            .await?
+            .ok_or_else(|| StorageError::NotFound(format!("The specified bucket does not exist: {name}")))
+    }
+
+    pub async fn list_buckets(
+        &self,
+        project: &str,
+        prefix: &str,
+        page_token: Option<&str>,
+        max: Option<usize>,
+    ) -> StorageResult<(Vec<Bucket>, Option<String>)> {
+        let limit = max.unwrap_or(1000).clamp(1, 1000);
+        let (p, pre, after) = (project.to_owned(), prefix.to_owned(), page_token.map(str::to_owned));
+        let mut page = self
+            .blocking(move |m| m.list_buckets(&p, &pre, after.as_deref(), limit + 1))
+            .await?;
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|b| b.name.clone())
+        } else {
+            None
+        };
+        Ok((page, next))
+    }
+
+    pub async fn patch_bucket(
+        &self,
+        name: &str,
+        patch: BucketPatch,
+        if_metageneration_match: Option<i64>,
+    ) -> StorageResult<Bucket> {
+        let mut b = self.get_bucket(name).await?;
+        if let Some(m) = if_metageneration_match
+            && m != b.metageneration
+        {
+            return Err(StorageError::PreconditionFailed(
+                "At least one of the pre-conditions you specified did not hold (ifMetagenerationMatch).".into(),
+            ));
+        }
+        let expected = b.metageneration;
+        if let Some(v) = patch.versioning {
+            b.versioning = v;
+        }
+        if let Some(l) = patch.labels {
+            b.labels = l;
+        }
+        if let Some(c) = patch.storage_class {
+            let c = c.to_uppercase();
+            if !STORAGE_CLASSES.contains(&c.as_str()) {
+                return Err(StorageError::invalid(format!("Invalid storage class: {c}.")));
+            }
+            b.storage_class = c;
+        }
+        if let Some(k) = patch.default_kms_key_name {
+            b.default_kms_key_name = k;
+        }
+        b.metageneration += 1;
+        b.updated = self.clock.now();
+        let nb = b.clone();
+        self.blocking(move |m| m.update_bucket(&nb, expected)).await?;
+        Ok(b)
+    }
+
+    pub async fn delete_bucket(&self, name: &str, if_metageneration_match: Option<i64>) -> StorageResult<()> {
+        let n = name.to_owned();
+        self.blocking(move |m| m.delete_bucket(&n, if_metageneration_match))
+            .await
+    }
+
+    // ---- writes ----------------------------------------------------------------------
+
+    /// Chooses the key for a new object: the request's key, else the bucket default,
+    /// else the Google-managed key.
+    pub(super) fn key_choice(&self, bucket: &Bucket, requested: Option<&str>) -> KeyChoice {
+        match requested.or(bucket.default_kms_key_name.as_deref()) {
+            Some(k) => KeyChoice::Cmek(k.to_owned()),
+            None => KeyChoice::GoogleManaged,
+        }
+    }
+
+    /// A fresh DEK, wrapped, with its blob id and nonce prefix.
+    pub(super) fn new_envelope(
+        &self,
+        bucket: &Bucket,
+        choice: &KeyChoice,
+    ) -> StorageResult<(Envelope, Arc<ObjectCipher>)> {
+        let dek = Dek::generate();
+        let blob_id = new_blob_id();
+        let prefix = random_prefix();
+        let wrapped = self
+            .keys
+            .wrap(&bucket.project, choice, dek.bytes(), &dek_aad(&blob_id))?;
+        let cipher = Arc::new(ObjectCipher::new(&dek, prefix, &blob_id));
+        let envelope = Envelope {
+            project: bucket.project.clone(),
+            kind: match choice {
+                KeyChoice::GoogleManaged => KeyKind::GoogleManaged,
+                KeyChoice::Cmek(_) => KeyKind::Cmek,
+            },
+            key_version: wrapped.key_version,
+            wrapped_dek: wrapped.ciphertext,
+            blob_id,
+            nonce_prefix: prefix.to_vec(),
+            parts: vec![],
+            sealed_hashes: vec![],
+        };
+        Ok((envelope, cipher))
+    }
+
+    /// Unwraps an object's DEK (checking the key version is usable) and its hashes.
+    pub fn open(&self, record: ObjectRecord) -> StorageResult<OpenObject> {
+        let env = &record.envelope;
+        let dek_bytes = self
+            .keys
+            .unwrap(&env.project, &env.key_version, &env.wrapped_dek, &dek_aad(&env.blob_id))?;
+        let dek =
+            Dek::from_bytes(&dek_bytes).ok_or_else(|| StorageError::internal("unwrapped DEK has the wrong length"))?;
+        let prefix: [u8; 7] = env
+            .nonce_prefix
+            .as_slice()
+            .try_into()
+            .map_err(|_| StorageError::internal("bad nonce prefix"))?;
+        let cipher = Arc::new(ObjectCipher::new(&dek, prefix, &env.blob_id));
+        let (crc32c, md5) = cipher
+            .open_hashes(&env.sealed_hashes)
+            .map_err(|_| StorageError::internal("sealed hashes failed to open"))?;
+        Ok(OpenObject {
+            record,
+            hashes: ObjectHashes { crc32c, md5 },
+            cipher,
+        })
+    }
+
+    pub(super) fn check_expected(spec: &WriteSpec, crc: u32, md5: &[u8; 16]) -> StorageResult<()> {
+        use super::hashing::{crc32c_b64, md5_b64};
+        if let Some(want) = spec.expected_crc32c
+            && want != crc
+        {
+            return Err(StorageError::invalid(format!(
+                "Provided CRC32C \"{}\" doesn't match calculated CRC32C \"{}\".",
+                crc32c_b64(want),
+                crc32c_b64(crc)
+            )));
+        }
+        if let Some(want) = spec.expected_md5
+            && &want != md5
+        {
+            return Err(StorageError::invalid(format!(
+                "Provided MD5 hash \"{}\" doesn't match calculated MD5 hash \"{}\".",
+                md5_b64(&want),
+                md5_b64(md5)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks names, bucket and preconditions before any data is read, so doomed
+    /// uploads fail fast.
+    pub(super) async fn prepare_write(&self, spec: &WriteSpec) -> StorageResult<Bucket> {
+        check_object_name(&spec.name)?;
+        let bucket = self.get_bucket(&spec.bucket).await?;
+        if let Some(c) = &spec.storage_class
+            && !STORAGE_CLASSES.contains(&c.to_uppercase().as_str())
+        {
+            return Err(StorageError::invalid(format!("Invalid storage class: {c}.")));
+        }
+        if !spec.preconditions.is_empty() {
+            let live = self.live_state(&spec.bucket, &spec.name).await?;
+            spec.preconditions.check(live, false)?;
+        }
+        Ok(bucket)
+    }
+
+    async fn live_state(&self, bucket: &str, name: &str) -> StorageResult<Option<(i64, i64)>> {
+        let (b, n) = (bucket.to_owned(), name.to_owned());
+        Ok(self
+            .blocking(move |m| m.get_object(&b, &n, None))
+            .await?
+            .map(|r| (r.generation, r.metageneration)))
+    }
+
+    /// Commits a fully written generation, or deletes its blob if the commit fails.
+    pub(super) async fn commit(
+        &self,
+        bucket: &Bucket,
+        record: ObjectRecord,
+        pre: Preconditions,
+    ) -> StorageResult<ObjectRecord> {
+        let rec = record.clone();
+        let keep = bucket.versioning;
+        let parts = record.envelope.parts.len();
+        match self.blocking(move |m| m.commit_object(&rec, &pre, keep)).await {
+            Ok(replaced) => {
+                if let Some(old) = replaced {
+                    self.blobs.delete(&old.envelope.blob_id, old.envelope.parts.len()).await;
+                }
+                Ok(record)
+            }
+            Err(e) => {
+                self.blobs.delete(&record.envelope.blob_id, parts).await;
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn new_record(
+        &self,
+        spec: &WriteSpec,
+        bucket: &Bucket,
+        envelope: Envelope,
+        size: u64,
+        component_count: Option<u32>,
+    ) -> ObjectRecord {
+        let now = self.clock.now();
+        ObjectRecord {
+            bucket: spec.bucket.clone(),
+            name: spec.name.clone(),
+            generation: self.next_generation(),
+            metageneration: 1,
+            size,
+            meta: spec.meta.clone(),
+            storage_class: spec
+                .storage_class
+                .clone()
+                .map_or_else(|| bucket.storage_class.clone(), |c| c.to_uppercase()),
+            time_created: now,
+            updated: now,
+            component_count,
+            envelope,
+        }
+    }
+
+    /// Writes a new generation from a plaintext stream (media, multipart, copy, compose).
+    pub async fn write<S, E>(&self, spec: WriteSpec, body: S) -> StorageResult<(ObjectRecord, ObjectHashes)>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: Into<StorageError>,
+    {
+        let bucket = self.prepare_write(&spec).await?;
+        let choice = self.key_choice(&bucket, spec.kms_key_name.as_deref());
+        let (mut envelope, cipher) = self.new_envelope(&bucket, &choice)?;
+        let writer = self.blobs.begin_part(&envelope.blob_id, 0).await?;
+        let mut sink = SegmentSink::new(cipher.clone(), writer, 0, Hashes::default());
+        futures::pin_mut!(body);
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(data) => {
+                    if let Err(e) = sink.write(&data).await {
+                        sink.abort().await;
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    sink.abort().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        let (segments, hashes) = sink.finish_object().await?;
+        let (crc, md5, size) = hashes.finish();
+        if let Err(e) = Self::check_expected(&spec, crc, &md5) {
+            self.blobs.delete(&envelope.blob_id, 1).await;
+            return Err(e);
+        }
+        let md5 = if spec.component_count.is_some() {
+            None
+        } else {
+            Some(md5)
+        };
+        envelope.parts = vec![segments];
+        envelope.sealed_hashes = cipher.seal_hashes(crc, md5);
+        let record = self.new_record(&spec, &bucket, envelope, size, spec.component_count);
+        let record = self.commit(&bucket, record, spec.preconditions).await?;
+        Ok((record, ObjectHashes { crc32c: crc, md5 }))
+    }
+
+    // ---- reads -----------------------------------------------------------------------
+
+    pub async fn get_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: Option<i64>,
+        pre: &Preconditions,
+    ) -> StorageResult<ObjectRecord> {
+        let (b, n) = (bucket.to_owned(), name.to_owned());
+        let rec = self.blocking(move |m| m.get_object(&b, &n, generation)).await?;
+        let Some(rec) = rec else {
+            // Distinguish a missing bucket from a missing object.
+            self.get_bucket(bucket).await?;
+            return Err(StorageError::NotFound(format!("No such object: {bucket}/{name}")));
+        };
+        pre.check(Some((rec.generation, rec.metageneration)), true)?;
+        Ok(rec)
+    }
+
+    /// Decrypts `range` (`[start, end)`) of an opened object as a stream. Only the
+    /// segments the range touches are read.
+    pub fn read_range(
+        &self,
+        obj: &OpenObject,
+        start: u64,
+        end: u64,
+    ) -> impl Stream<Item = StorageResult<Bytes>> + Send + 'static {
+        let size = obj.record.size;
+        let env = obj.record.envelope.clone();
+        let cipher = obj.cipher.clone();
+        let blobs = self.blobs.clone();
+        let count = segment_count(size);
+        let first = if end > start { start / SEGMENT as u64 } else { count };
+        let last_needed = if end > start { (end - 1) / SEGMENT as u64 } else { 0 };
+        futures::stream::try_unfold(first, move |seg| {
+            let (env, cipher, blobs) = (env.clone(), cipher.clone(), blobs.clone());
+            async move {
+                if seg > last_needed || seg >= count {
+                    return Ok(None);
+                }
+                // Locate the part holding `seg`, and read a batch within it.
+                let mut base = 0u64;
+                let mut part = 0usize;
+                for (i, n) in env.parts.iter().enumerate() {
+                    if seg < base + n {
+                        part = i;
+                        break;
+                    }
+                    base += n;
+                }
+                let part_end = base + env.parts.get(part).copied().unwrap_or(0);
+                let batch_end = (seg + READ_BATCH).min(last_needed + 1).min(part_end);
+                if batch_end <= seg {
+                    return Err(StorageError::internal("blob parts do not cover the object"));
+                }
+                let stride = (SEGMENT + TAG) as u64;
+                let from = (seg - base) * stride;
+                let to = (batch_end - 1 - base) * stride + segment_plain_len(size, batch_end - 1) as u64 + TAG as u64;
+                let data = blobs.read(&env.blob_id, part, from..to).await?;
+                let mut out = Vec::with_capacity(data.len());
+                let mut off = 0usize;
+                for s in seg..batch_end {
+                    let len = segment_plain_len(size, s) + TAG;
+                    let mut buf = data
+                        .get(off..off + len)
+                        .ok_or_else(|| StorageError::internal("short blob read"))?
+                        .to_vec();
+                    off += len;
+                    let index = u32::try_from(s).map_err(StorageError::internal)?;
+                    let n = cipher
+                        .open_segment(index, s + 1 == count, &mut buf)
+                        .map_err(|e| StorageError::Internal(format!("object data failed authentication: {e}")))?;
+                    let seg_start = s * SEGMENT as u64;
+                    let lo = start.saturating_sub(seg_start) as usize;
+                    let hi = (end - seg_start).min(n as u64) as usize;
+                    if lo < hi {
+                        out.extend_from_slice(&buf[lo..hi]);
+                    }
+                }
+                Ok(Some((Bytes::from(out), batch_end)))
+            }
+        })
+    }
+
+    // ---- metadata ------------------------------------------------------------------
+
+    pub async fn list_objects(&self, bucket: &str, spec: ListSpec) -> StorageResult<ListPage> {
+        self.get_bucket(bucket).await?;
+        let max = spec.max_results.unwrap_or(1000).clamp(1, 1000);
+        let mut cursor = match spec.page_token.as_deref().filter(|t| !t.is_empty()) {
+            Some(t) => decode_token(t)?,
+            None => Cursor::At(String::new()),
+        };
+        let floor = spec.prefix.clone().max(spec.start_offset.clone().unwrap_or_default());
+        let mut page = ListPage::default();
+        let delim = spec.delimiter.clone().filter(|d| !d.is_empty());
+        loop {
+            let (start, after) = match &cursor {
+                Cursor::At(s) => (s.clone().max(floor.clone()), None),
+                Cursor::After(n, g) => (floor.clone(), Some((n.clone(), *g))),
+            };
+            let q = ListQuery {
+                bucket: bucket.to_owned(),
+                start,
+                after,
+                end: spec.end_offset.clone(),
+                versions: spec.versions,
+                limit: (max + 1) * 2,
+            };
+            let batch = self.blocking(move |m| m.list_objects(&q)).await?;
+            let exhausted = batch.len() < (max + 1) * 2;
+            let mut jumped = false;
+            for rec in batch {
+                if !rec.name.starts_with(&spec.prefix) {
+                    return Ok(page);
+                }
+                if page.items.len() + page.prefixes.len() == max {
+                    page.next_page_token = Some(encode_token(&cursor));
+                    return Ok(page);
+                }
+                if let Some(d) = &delim {
+                    let rest = &rec.name[spec.prefix.len()..];
+                    if let Some(i) = rest.find(d.as_str()) {
+                        let p = format!("{}{}", spec.prefix, &rest[..i + d.len()]);
+                        if spec.include_trailing_delimiter && rec.name == p {
+                            page.items.push(rec.clone());
+                        }
+                        page.prefixes.push(p.clone());
+                        match prefix_successor(&p) {
+                            Some(next) => cursor = Cursor::At(next),
+                            None => return Ok(page),
+                        }
+                        jumped = true;
+                        break;
+                    }
+                }
+                cursor = Cursor::After(rec.name.clone(), rec.generation);
+                page.items.push(rec);
+            }
+            if !jumped && exhausted {
+                return Ok(page);
+            }
+        }
+    }
+
+    /// Applies a metadata change to a generation, incrementing its metageneration.
+    pub async fn update_object_meta(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: Option<i64>,
+        pre: &Preconditions,
+        change: impl FnOnce(&mut ObjectRecord) -> StorageResult<()> + Send,
+    ) -> StorageResult<ObjectRecord> {
+        let mut rec = self
+            .get_object(bucket, name, generation, &Preconditions::default())
+            .await?;
+        pre.check(Some((rec.generation, rec.metageneration)), false)?;
+        let expected = rec.metageneration;
+        change(&mut rec)?;
+        rec.metageneration += 1;
+        rec.updated = self.clock.now();
+        let r = rec.clone();
+        self.blocking(move |m| m.update_object(&r, expected)).await?;
+        Ok(rec)
+    }
+
+    pub async fn delete_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: Option<i64>,
+        pre: &Preconditions,
+    ) -> StorageResult<()> {
+        let (b, n, p) = (bucket.to_owned(), name.to_owned(), *pre);
+        let removed = match self.blocking(move |m| m.delete_object(&b, &n, generation, &p)).await {
+            Ok(r) => r,
+            Err(StorageError::NotFound(m)) => {
+                self.get_bucket(bucket).await?;
+                return Err(StorageError::NotFound(m));
+            }
+            Err(e) => return Err(e),
+        };
+        self.blobs
+            .delete(&removed.envelope.blob_id, removed.envelope.parts.len())
+            .await;
+        Ok(())
+    }
+
+    // ---- copy and compose --------------------------------------------------------------
+
+    /// Copies a generation to a new object, re-encrypting it under a fresh DEK (and the
+    /// destination's key). `meta` overrides the source's metadata when given.
+    pub async fn copy(
+        &self,
+        source: OpenObject,
+        mut spec: WriteSpec,
+        meta: Option<ObjectMeta>,
+    ) -> StorageResult<(ObjectRecord, ObjectHashes)> {
+        spec.meta = meta.unwrap_or_else(|| source.record.meta.clone());
+        if spec.storage_class.is_none() {
+            spec.storage_class = Some(source.record.storage_class.clone());
+        }
+        // A copy of a composite stays composite: no MD5, same component count.
+        spec.component_count = source.record.component_count;
+        let stream = self.read_range(&source, 0, source.record.size);
+        self.write(spec, stream).await
+    }
+
+    /// Concatenates up to 32 sources of the same bucket. The composite CRC32C is
+    /// combined from the sources' CRC32Cs (and checked against the data written);
+    /// composites have no MD5.
+    pub async fn compose(
+        &self,
+        sources: Vec<OpenObject>,
+        spec: WriteSpec,
+    ) -> StorageResult<(ObjectRecord, ObjectHashes)> {
+        if sources.is_empty() || sources.len() > MAX_COMPOSE_SOURCES {
+            return Err(StorageError::invalid(format!(
+                "The number of source components provided ({}) must be between 1 and {MAX_COMPOSE_SOURCES}.",
+                sources.len()
+            )));
+        }
+        let mut combined = 0u32;
+        let mut components = 0u32;
+        for s in &sources {
+            combined = crc32c::crc32c_combine(combined, s.hashes.crc32c, s.record.size as usize);
+            components = components.saturating_add(s.record.component_count.unwrap_or(1));
+        }
+        let streams: Vec<_> = sources.iter().map(|s| self.read_range(s, 0, s.record.size)).collect();
+        let body = futures::stream::iter(streams).flatten();
+        // The data re-read for re-encryption must agree with the combined CRC32C.
+        let spec = WriteSpec {
+            component_count: Some(components),
+            expected_crc32c: Some(combined),
+            expected_md5: None,
+            ..spec
+        };
+        self.write(spec, body).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn successor_orders_after_every_extension() {
+        assert_eq!(prefix_successor("a/").as_deref(), Some("a0"));
+        assert!("a/zzz" < "a0");
+        let t = encode_token(&Cursor::After("x".into(), 5));
+        assert!(matches!(decode_token(&t).unwrap(), Cursor::After(n, 5) if n == "x"));
+        assert!(decode_token("!!").is_err());
+    }
+}

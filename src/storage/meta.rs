@@ -1,0 +1,417 @@
+//! The metadata store: buckets, object generations and resumable sessions, behind a
+//! trait, with SQLite as the embedded implementation. Each mutation is one transaction,
+//! and preconditions are checked inside it, so concurrent writers cannot interleave.
+
+use super::error::{StorageError, StorageResult};
+use super::model::{Bucket, ObjectRecord, Preconditions, UploadSession};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+/// One page of a raw object listing, in (name, generation) order.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub bucket: String,
+    /// Only names at or after this one.
+    pub start: String,
+    /// Only entries strictly after this (name, generation).
+    pub after: Option<(String, i64)>,
+    /// Only names before this one.
+    pub end: Option<String>,
+    /// Every generation, not only live ones.
+    pub versions: bool,
+    pub limit: usize,
+}
+
+pub trait MetaStore: Send + Sync {
+    fn insert_bucket(&self, b: &Bucket) -> StorageResult<()>;
+    fn get_bucket(&self, name: &str) -> StorageResult<Option<Bucket>>;
+    fn list_buckets(
+        &self,
+        project: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Bucket>>;
+    /// Replaces the bucket if its stored metageneration is `expected`.
+    fn update_bucket(&self, b: &Bucket, expected: i64) -> StorageResult<()>;
+    /// Deletes an empty bucket (no generation at all, live or not).
+    fn delete_bucket(&self, name: &str, if_metageneration_match: Option<i64>) -> StorageResult<()>;
+    /// The live object, or the given generation.
+    fn get_object(&self, bucket: &str, name: &str, generation: Option<i64>) -> StorageResult<Option<ObjectRecord>>;
+    fn list_objects(&self, q: &ListQuery) -> StorageResult<Vec<ObjectRecord>>;
+    /// Makes `rec` the live generation if `pre` holds against the current live one. The
+    /// previous live generation is kept as noncurrent (`keep_previous`) or removed and
+    /// returned, so the caller can delete its blob.
+    fn commit_object(
+        &self,
+        rec: &ObjectRecord,
+        pre: &Preconditions,
+        keep_previous: bool,
+    ) -> StorageResult<Option<ObjectRecord>>;
+    /// Replaces an object's metadata if its metageneration is `expected`.
+    fn update_object(&self, rec: &ObjectRecord, expected: i64) -> StorageResult<()>;
+    /// Removes the live object (or a generation) if `pre` holds, returning it.
+    fn delete_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: Option<i64>,
+        pre: &Preconditions,
+    ) -> StorageResult<ObjectRecord>;
+    fn put_session(&self, s: &UploadSession) -> StorageResult<()>;
+    fn get_session(&self, id: &str) -> StorageResult<Option<UploadSession>>;
+    fn delete_session(&self, id: &str) -> StorageResult<()>;
+    /// Every blob id referenced by an object or a session.
+    fn blob_ids(&self) -> StorageResult<HashSet<String>>;
+    fn max_generation(&self) -> StorageResult<i64>;
+}
+
+pub struct SqliteMetaStore {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, project TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+    bucket TEXT NOT NULL, name TEXT NOT NULL, generation INTEGER NOT NULL, live INTEGER NOT NULL,
+    blob_id TEXT NOT NULL, key_version TEXT NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (bucket, name, generation));
+CREATE INDEX IF NOT EXISTS objects_live ON objects (bucket, live, name);
+CREATE INDEX IF NOT EXISTS objects_key_version ON objects (key_version);
+CREATE TABLE IF NOT EXISTS upload_sessions (id TEXT PRIMARY KEY, blob_id TEXT NOT NULL, doc TEXT NOT NULL);
+";
+
+impl SqliteMetaStore {
+    pub fn new(conn: Connection) -> StorageResult<Self> {
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn live_of(tx: &Connection, bucket: &str, name: &str) -> StorageResult<Option<ObjectRecord>> {
+    let doc: Option<String> = tx
+        .query_row(
+            "SELECT doc FROM objects WHERE bucket = ?1 AND name = ?2 AND live = 1",
+            params![bucket, name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
+}
+
+fn insert_object(tx: &Connection, rec: &ObjectRecord, live: bool) -> StorageResult<()> {
+    tx.execute(
+        "INSERT INTO objects (bucket, name, generation, live, blob_id, key_version, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            rec.bucket,
+            rec.name,
+            rec.generation,
+            live,
+            rec.envelope.blob_id,
+            rec.envelope.key_version,
+            serde_json::to_string(rec)?
+        ],
+    )?;
+    Ok(())
+}
+
+fn not_found_object(bucket: &str, name: &str) -> StorageError {
+    StorageError::NotFound(format!("No such object: {bucket}/{name}"))
+}
+
+impl MetaStore for SqliteMetaStore {
+    fn insert_bucket(&self, b: &Bucket) -> StorageResult<()> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "INSERT OR IGNORE INTO buckets (name, project, doc) VALUES (?1, ?2, ?3)",
+            params![b.name, b.project, serde_json::to_string(b)?],
+        )?;
+        if n == 0 {
+            return Err(StorageError::Conflict(format!(
+                "Your previous request to create the named bucket succeeded and you already own it: {}",
+                b.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn get_bucket(&self, name: &str) -> StorageResult<Option<Bucket>> {
+        let doc: Option<String> = self
+            .conn()
+            .query_row("SELECT doc FROM buckets WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?;
+        Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
+    }
+
+    fn list_buckets(
+        &self,
+        project: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Bucket>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT doc FROM buckets WHERE project = ?1 AND name >= ?2 AND name > ?3 ORDER BY name LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(params![project, prefix, after.unwrap_or(""), limit as i64], |r| {
+            r.get::<_, String>(0)
+        })?;
+        let mut out = vec![];
+        for doc in rows {
+            let b: Bucket = serde_json::from_str(&doc?)?;
+            if !b.name.starts_with(prefix) {
+                break;
+            }
+            out.push(b);
+        }
+        Ok(out)
+    }
+
+    fn update_bucket(&self, b: &Bucket, expected: i64) -> StorageResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let doc: Option<String> = tx
+            .query_row("SELECT doc FROM buckets WHERE name = ?1", [&b.name], |r| r.get(0))
+            .optional()?;
+        let current: Bucket = match doc {
+            Some(d) => serde_json::from_str(&d)?,
+            None => {
+                return Err(StorageError::NotFound(format!(
+                    "The specified bucket does not exist: {}",
+                    b.name
+                )));
+            }
+        };
+        if current.metageneration != expected {
+            return Err(StorageError::PreconditionFailed(
+                "At least one of the pre-conditions you specified did not hold (metageneration).".into(),
+            ));
+        }
+        tx.execute(
+            "UPDATE buckets SET doc = ?2 WHERE name = ?1",
+            params![b.name, serde_json::to_string(b)?],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn delete_bucket(&self, name: &str, if_metageneration_match: Option<i64>) -> StorageResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let doc: Option<String> = tx
+            .query_row("SELECT doc FROM buckets WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?;
+        let Some(doc) = doc else {
+            return Err(StorageError::NotFound(format!(
+                "The specified bucket does not exist: {name}"
+            )));
+        };
+        let b: Bucket = serde_json::from_str(&doc)?;
+        if let Some(m) = if_metageneration_match
+            && b.metageneration != m
+        {
+            return Err(StorageError::PreconditionFailed(
+                "At least one of the pre-conditions you specified did not hold (ifMetagenerationMatch).".into(),
+            ));
+        }
+        let any: Option<i64> = tx
+            .query_row("SELECT 1 FROM objects WHERE bucket = ?1 LIMIT 1", [name], |r| r.get(0))
+            .optional()?;
+        if any.is_some() {
+            return Err(StorageError::Conflict(format!(
+                "The bucket you tried to delete is not empty: {name}"
+            )));
+        }
+        tx.execute("DELETE FROM buckets WHERE name = ?1", [name])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn get_object(&self, bucket: &str, name: &str, generation: Option<i64>) -> StorageResult<Option<ObjectRecord>> {
+        let conn = self.conn();
+        match generation {
+            None => live_of(&conn, bucket, name),
+            Some(g) => {
+                let doc: Option<String> = conn
+                    .query_row(
+                        "SELECT doc FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
+                        params![bucket, name, g],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
+            }
+        }
+    }
+
+    fn list_objects(&self, q: &ListQuery) -> StorageResult<Vec<ObjectRecord>> {
+        let conn = self.conn();
+        let (after_name, after_gen) = q.after.clone().unwrap_or_default();
+        let has_after = q.after.is_some();
+        let sql = format!(
+            "SELECT doc FROM objects WHERE bucket = ?1 {} AND name >= ?2
+               AND (?3 = 0 OR name > ?4 OR (name = ?4 AND generation > ?5))
+               AND (?6 IS NULL OR name < ?6)
+             ORDER BY name, generation LIMIT ?7",
+            if q.versions { "" } else { "AND live = 1" }
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(
+            params![
+                q.bucket,
+                q.start,
+                has_after,
+                after_name,
+                after_gen,
+                q.end,
+                q.limit as i64
+            ],
+            |r| r.get::<_, String>(0),
+        )?;
+        let mut out = vec![];
+        for doc in rows {
+            out.push(serde_json::from_str(&doc?)?);
+        }
+        Ok(out)
+    }
+
+    fn commit_object(
+        &self,
+        rec: &ObjectRecord,
+        pre: &Preconditions,
+        keep_previous: bool,
+    ) -> StorageResult<Option<ObjectRecord>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let exists: Option<i64> = tx
+            .query_row("SELECT 1 FROM buckets WHERE name = ?1", [&rec.bucket], |r| r.get(0))
+            .optional()?;
+        if exists.is_none() {
+            return Err(StorageError::NotFound(format!(
+                "The specified bucket does not exist: {}",
+                rec.bucket
+            )));
+        }
+        let live = live_of(&tx, &rec.bucket, &rec.name)?;
+        pre.check(live.as_ref().map(|l| (l.generation, l.metageneration)), false)?;
+        let mut replaced = None;
+        if let Some(old) = live {
+            if keep_previous {
+                tx.execute(
+                    "UPDATE objects SET live = 0 WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
+                    params![old.bucket, old.name, old.generation],
+                )?;
+            } else {
+                tx.execute(
+                    "DELETE FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
+                    params![old.bucket, old.name, old.generation],
+                )?;
+                replaced = Some(old);
+            }
+        }
+        insert_object(&tx, rec, true)?;
+        tx.commit()?;
+        Ok(replaced)
+    }
+
+    fn update_object(&self, rec: &ObjectRecord, expected: i64) -> StorageResult<()> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "UPDATE objects SET doc = ?4 WHERE bucket = ?1 AND name = ?2 AND generation = ?3
+               AND json_extract(doc, '$.metageneration') = ?5",
+            params![
+                rec.bucket,
+                rec.name,
+                rec.generation,
+                serde_json::to_string(rec)?,
+                expected
+            ],
+        )?;
+        if n == 0 {
+            return Err(StorageError::PreconditionFailed(
+                "The object's metadata changed concurrently (metageneration); retry the request.".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn delete_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: Option<i64>,
+        pre: &Preconditions,
+    ) -> StorageResult<ObjectRecord> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let target = match generation {
+            None => live_of(&tx, bucket, name)?,
+            Some(g) => {
+                let doc: Option<String> = tx
+                    .query_row(
+                        "SELECT doc FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
+                        params![bucket, name, g],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                doc.map(|d| serde_json::from_str::<ObjectRecord>(&d)).transpose()?
+            }
+        };
+        let Some(target) = target else {
+            return Err(not_found_object(bucket, name));
+        };
+        pre.check(Some((target.generation, target.metageneration)), false)?;
+        tx.execute(
+            "DELETE FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
+            params![bucket, name, target.generation],
+        )?;
+        tx.commit()?;
+        Ok(target)
+    }
+
+    fn put_session(&self, s: &UploadSession) -> StorageResult<()> {
+        self.conn().execute(
+            "INSERT INTO upload_sessions (id, blob_id, doc) VALUES (?1, ?2, ?3)
+               ON CONFLICT(id) DO UPDATE SET doc = excluded.doc",
+            params![s.id, s.envelope.blob_id, serde_json::to_string(s)?],
+        )?;
+        Ok(())
+    }
+
+    fn get_session(&self, id: &str) -> StorageResult<Option<UploadSession>> {
+        let doc: Option<String> = self
+            .conn()
+            .query_row("SELECT doc FROM upload_sessions WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
+    }
+
+    fn delete_session(&self, id: &str) -> StorageResult<()> {
+        self.conn().execute("DELETE FROM upload_sessions WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    fn blob_ids(&self) -> StorageResult<HashSet<String>> {
+        let conn = self.conn();
+        let mut out = HashSet::new();
+        for sql in ["SELECT blob_id FROM objects", "SELECT blob_id FROM upload_sessions"] {
+            let mut stmt = conn.prepare(sql)?;
+            for id in stmt.query_map([], |r| r.get::<_, String>(0))? {
+                out.insert(id?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn max_generation(&self) -> StorageResult<i64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COALESCE(MAX(generation), 0) FROM objects", [], |r| r.get(0))?)
+    }
+}

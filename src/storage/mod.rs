@@ -1,0 +1,18 @@
+//! The object engine: buckets, objects, envelope encryption, uploads. No HTTP here;
+//! keys are reached only through `KeyService`.
+
+pub mod blobs;
+pub mod engine;
+pub mod error;
+pub mod hashing;
+pub mod keys;
+pub mod meta;
+pub mod model;
+pub mod names;
+pub mod resumable;
+pub mod segment;
+
+pub use engine::{BucketPatch, ListPage, ListSpec, NewBucket, ObjectHashes, OpenObject, Storage, WriteSpec};
+pub use error::{KeyError, StorageError, StorageResult};
+pub use keys::{KeyChoice, KeyService, WrappedDek};
+pub use resumable::{ChunkOutcome, ChunkRange};

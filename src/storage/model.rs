@@ -1,0 +1,214 @@
+//! Buckets and object generations as the engine holds and persists them.
+
+use super::error::{StorageError, StorageResult};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Bytes persisted as base64 in the JSON metadata documents.
+pub mod b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        STANDARD
+            .decode(String::deserialize(d)?)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub name: String,
+    pub project: String,
+    /// Upper-case, as GCS returns it (`US-EAST1`, `US`, `NAM4`).
+    pub location: String,
+    /// `region`, `dual-region` or `multi-region`.
+    pub location_type: String,
+    /// The two regions of a configurable dual-region, if any.
+    pub data_locations: Vec<String>,
+    pub storage_class: String,
+    pub time_created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+    pub metageneration: i64,
+    pub versioning: bool,
+    pub labels: BTreeMap<String, String>,
+    pub default_kms_key_name: Option<String>,
+}
+
+/// How an object's data key is protected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyKind {
+    /// Wrapped by the Google-managed service key held in the KMS core.
+    GoogleManaged,
+    /// Wrapped by a customer-managed KMS key.
+    Cmek,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The project whose storage service agent wrapped the DEK.
+    pub project: String,
+    pub kind: KeyKind,
+    /// The full KMS version name that wrapped the DEK.
+    pub key_version: String,
+    #[serde(with = "b64")]
+    pub wrapped_dek: Vec<u8>,
+    /// Random id naming the blob parts; never derived from bucket or object names.
+    pub blob_id: String,
+    #[serde(with = "b64")]
+    pub nonce_prefix: Vec<u8>,
+    /// Segments stored in each blob part, in order.
+    pub parts: Vec<u64>,
+    /// CRC32C ‖ MD5 of the plaintext, sealed under the DEK.
+    #[serde(with = "b64")]
+    pub sealed_hashes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ObjectMeta {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    pub custom_time: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub bucket: String,
+    pub name: String,
+    pub generation: i64,
+    pub metageneration: i64,
+    pub size: u64,
+    pub meta: ObjectMeta,
+    pub storage_class: String,
+    pub time_created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+    /// Set for composite objects, which have no MD5.
+    pub component_count: Option<u32>,
+    pub envelope: Envelope,
+}
+
+/// A resumable upload in progress. Everything needed to continue after a restart:
+/// the wrapped DEK, the blob parts written so far and the running hash state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadSession {
+    pub id: String,
+    pub bucket: String,
+    pub name: String,
+    pub meta: ObjectMeta,
+    pub preconditions: Preconditions,
+    /// From `x-upload-content-length`, when the client knew it.
+    pub total: Option<u64>,
+    pub expected_crc32c: Option<u32>,
+    pub expected_md5: Option<[u8; 16]>,
+    pub envelope: Envelope,
+    #[serde(with = "b64")]
+    pub hash_state: Vec<u8>,
+    /// Bytes persisted so far (always a whole number of segments until the end).
+    pub persisted: u64,
+    pub created: DateTime<Utc>,
+    /// Set once the upload completed: the generation it produced.
+    pub completed_generation: Option<i64>,
+}
+
+/// The `if*Match` query parameters of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preconditions {
+    pub if_generation_match: Option<i64>,
+    pub if_generation_not_match: Option<i64>,
+    pub if_metageneration_match: Option<i64>,
+    pub if_metageneration_not_match: Option<i64>,
+}
+
+impl Preconditions {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Checks against the live object (`None` if there is none). `ifGenerationMatch=0`
+    /// means "no live object"; a NotMatch fails when there is no live object. On reads,
+    /// a failed NotMatch is 304 (`read = true`).
+    pub fn check(&self, live: Option<(i64, i64)>, read: bool) -> StorageResult<()> {
+        let failed = |what: &str| {
+            StorageError::PreconditionFailed(format!(
+                "At least one of the pre-conditions you specified did not hold ({what})."
+            ))
+        };
+        let generation = live.map(|(g, _)| g);
+        if let Some(want) = self.if_generation_match
+            && generation.unwrap_or(0) != want
+        {
+            return Err(failed("ifGenerationMatch"));
+        }
+        if let Some(m) = self.if_metageneration_match
+            && live.is_none_or(|(_, mg)| mg != m)
+        {
+            return Err(failed("ifMetagenerationMatch"));
+        }
+        let not_match = |x: Option<i64>, v: Option<i64>| match (x, v) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(x), Some(v)) => x != v,
+        };
+        if !not_match(
+            self.if_generation_not_match,
+            generation.or(Some(0)).filter(|_| live.is_some()),
+        ) {
+            return Err(if read {
+                StorageError::NotModified
+            } else {
+                failed("ifGenerationNotMatch")
+            });
+        }
+        if !not_match(self.if_metageneration_not_match, live.map(|(_, m)| m)) {
+            return Err(if read {
+                StorageError::NotModified
+            } else {
+                failed("ifMetagenerationNotMatch")
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precondition_semantics() {
+        let p = |g, ng| Preconditions {
+            if_generation_match: g,
+            if_generation_not_match: ng,
+            ..Default::default()
+        };
+        assert!(p(Some(0), None).check(None, false).is_ok());
+        assert!(matches!(
+            p(Some(0), None).check(Some((5, 1)), false),
+            Err(StorageError::PreconditionFailed(_))
+        ));
+        assert!(p(Some(5), None).check(Some((5, 1)), false).is_ok());
+        assert!(p(None, Some(0)).check(Some((5, 1)), false).is_ok());
+        assert!(p(None, Some(0)).check(None, false).is_err());
+        assert!(matches!(
+            p(None, Some(5)).check(Some((5, 1)), true),
+            Err(StorageError::NotModified)
+        ));
+        let m = Preconditions {
+            if_metageneration_match: Some(2),
+            ..Default::default()
+        };
+        assert!(m.check(Some((5, 2)), false).is_ok());
+        assert!(m.check(Some((5, 1)), false).is_err());
+        assert!(m.check(None, false).is_err());
+    }
+}

@@ -1,0 +1,370 @@
+//! Resumable uploads. Each chunk becomes one blob part of whole segments (chunks are
+//! multiples of 256 KiB), and the session (wrapped DEK, parts, running hash state) is
+//! persisted after every chunk, so an upload survives a server restart.
+
+use super::engine::{ObjectHashes, SegmentSink, Storage, WriteSpec};
+use super::error::{StorageError, StorageResult};
+use super::hashing::Hashes;
+use super::model::{ObjectRecord, UploadSession};
+use super::segment::Dek;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use std::sync::Arc;
+
+/// Non-final chunks must be multiples of this.
+pub const CHUNK_GRANULARITY: u64 = 256 * 1024;
+
+/// A parsed `Content-Range` of a chunk PUT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkRange {
+    /// `bytes S-E/T` or `bytes S-E/*`.
+    Data { start: u64, end: u64, total: Option<u64> },
+    /// `bytes */T` (no data; the total is now known) or `bytes */*` (a status query).
+    Query { total: Option<u64> },
+}
+
+impl ChunkRange {
+    pub fn parse(header: Option<&str>, body_len: Option<u64>) -> StorageResult<Self> {
+        let bad = |h: &str| StorageError::invalid(format!("Invalid Content-Range header: \"{h}\"."));
+        let Some(h) = header else {
+            // No Content-Range: the whole object in one request.
+            return Ok(match body_len {
+                Some(0) => ChunkRange::Query { total: Some(0) },
+                Some(n) => ChunkRange::Data {
+                    start: 0,
+                    end: n - 1,
+                    total: Some(n),
+                },
+                None => {
+                    return Err(StorageError::invalid(
+                        "A Content-Range header is required for chunked uploads.",
+                    ));
+                }
+            });
+        };
+        let spec = h.trim().strip_prefix("bytes ").ok_or_else(|| bad(h))?;
+        let (range, total) = spec.split_once('/').ok_or_else(|| bad(h))?;
+        let total = match total.trim() {
+            "*" => None,
+            t => Some(t.parse::<u64>().map_err(|_| bad(h))?),
+        };
+        if range.trim() == "*" {
+            return Ok(ChunkRange::Query { total });
+        }
+        let (s, e) = range.split_once('-').ok_or_else(|| bad(h))?;
+        let start: u64 = s.trim().parse().map_err(|_| bad(h))?;
+        let end: u64 = e.trim().parse().map_err(|_| bad(h))?;
+        if end < start || total.is_some_and(|t| end >= t) {
+            return Err(bad(h));
+        }
+        Ok(ChunkRange::Data { start, end, total })
+    }
+}
+
+#[derive(Debug)]
+pub enum ChunkOutcome {
+    /// 308: bytes `0..persisted` are stored.
+    Incomplete {
+        persisted: u64,
+    },
+    Complete(Box<ObjectRecord>, ObjectHashes),
+}
+
+/// Releases the per-session write lock on drop.
+struct SessionGuard<'a> {
+    storage: &'a Storage,
+    id: String,
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        self.storage
+            .active_sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+fn gone(id: &str) -> StorageError {
+    StorageError::Gone(format!("The upload session {id} does not exist or has expired."))
+}
+
+impl Storage {
+    pub async fn start_resumable(&self, spec: WriteSpec, total: Option<u64>) -> StorageResult<String> {
+        let bucket = self.prepare_write(&spec).await?;
+        let choice = self.key_choice(&bucket, spec.kms_key_name.as_deref());
+        let (envelope, _) = self.new_envelope(&bucket, &choice)?;
+        let session = UploadSession {
+            id: super::blobs::new_blob_id(),
+            bucket: spec.bucket,
+            name: spec.name,
+            meta: spec.meta,
+            preconditions: spec.preconditions,
+            total,
+            expected_crc32c: spec.expected_crc32c,
+            expected_md5: spec.expected_md5,
+            envelope,
+            hash_state: Hashes::default().to_state(),
+            persisted: 0,
+            created: self.clock.now(),
+            completed_generation: None,
+        };
+        let id = session.id.clone();
+        let s = session.clone();
+        self.blocking(move |m| m.put_session(&s)).await?;
+        Ok(id)
+    }
+
+    fn lock_session(&self, id: &str) -> StorageResult<SessionGuard<'_>> {
+        let mut active = self.active_sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if !active.insert(id.to_owned()) {
+            return Err(StorageError::Conflict(format!(
+                "Another request is writing to upload session {id}."
+            )));
+        }
+        Ok(SessionGuard {
+            storage: self,
+            id: id.to_owned(),
+        })
+    }
+
+    async fn session(&self, id: &str) -> StorageResult<UploadSession> {
+        let i = id.to_owned();
+        self.blocking(move |m| m.get_session(&i)).await?.ok_or_else(|| gone(id))
+    }
+
+    async fn completed(&self, s: &UploadSession, generation: i64) -> StorageResult<ChunkOutcome> {
+        let rec = self
+            .get_object(&s.bucket, &s.name, Some(generation), &Default::default())
+            .await?;
+        let opened = self.open(rec)?;
+        Ok(ChunkOutcome::Complete(Box::new(opened.record.clone()), opened.hashes))
+    }
+
+    /// Handles one PUT to a session: a data chunk, or a status query.
+    pub async fn put_chunk<S, E>(
+        &self,
+        id: &str,
+        range: ChunkRange,
+        final_crc32c: Option<u32>,
+        final_md5: Option<[u8; 16]>,
+        body: S,
+    ) -> StorageResult<ChunkOutcome>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: Into<StorageError>,
+    {
+        let _guard = self.lock_session(id)?;
+        let mut s = self.session(id).await?;
+        if let Some(g) = s.completed_generation {
+            return self.completed(&s, g).await;
+        }
+        let (start, end, total) = match range {
+            ChunkRange::Query { total: None } => return Ok(ChunkOutcome::Incomplete { persisted: s.persisted }),
+            ChunkRange::Query { total: Some(t) } => {
+                if t != s.persisted {
+                    return Err(StorageError::invalid(format!(
+                        "The upload has {} bytes, but the request says the total is {t}.",
+                        s.persisted
+                    )));
+                }
+                (s.persisted, s.persisted, Some(t))
+            }
+            ChunkRange::Data { start, end, total } => (start, end + 1, total),
+        };
+        if let (Some(t), Some(declared)) = (total, s.total)
+            && t != declared
+        {
+            return Err(StorageError::invalid(format!(
+                "The total size {t} differs from x-upload-content-length {declared}."
+            )));
+        }
+        if start > s.persisted {
+            return Err(StorageError::invalid(format!(
+                "The chunk starts at byte {start}, but only {} bytes have been persisted.",
+                s.persisted
+            )));
+        }
+        let is_final = total.is_some_and(|t| end == t);
+        // Bytes the client re-sends that are already stored are skipped.
+        let mut skip = s.persisted - start;
+        let new_bytes = end.saturating_sub(s.persisted);
+        if !is_final && new_bytes % CHUNK_GRANULARITY != 0 {
+            return Err(StorageError::invalid(format!(
+                "Invalid request.  The number of bytes uploaded is required to be equal or greater than {CHUNK_GRANULARITY}, except for the final request (it's recommended to be the exact multiple of {CHUNK_GRANULARITY}).  The received request contained {new_bytes} bytes, which does not meet this requirement."
+            )));
+        }
+        let dek_bytes = self.keys.unwrap(
+            &s.envelope.project,
+            &s.envelope.key_version,
+            &s.envelope.wrapped_dek,
+            &{
+                let mut v = b"sealstore-dek-v1\0".to_vec();
+                v.extend_from_slice(s.envelope.blob_id.as_bytes());
+                v
+            },
+        )?;
+        let dek = Dek::from_bytes(&dek_bytes).ok_or_else(|| StorageError::internal("bad DEK length"))?;
+        let prefix: [u8; 7] = s
+            .envelope
+            .nonce_prefix
+            .as_slice()
+            .try_into()
+            .map_err(StorageError::internal)?;
+        let cipher = Arc::new(super::segment::ObjectCipher::new(&dek, prefix, &s.envelope.blob_id));
+        let hashes = Hashes::from_state(&s.hash_state).ok_or_else(|| StorageError::internal("bad hash state"))?;
+        let first_segment: u64 = s.envelope.parts.iter().sum();
+        let part_no = s.envelope.parts.len();
+        let writer = self.blobs.begin_part(&s.envelope.blob_id, part_no).await?;
+        let mut sink = SegmentSink::new(
+            cipher.clone(),
+            writer,
+            u32::try_from(first_segment).map_err(StorageError::internal)?,
+            hashes,
+        );
+        let mut received = 0u64;
+        futures::pin_mut!(body);
+        while let Some(chunk) = body.next().await {
+            let data = match chunk {
+                Ok(d) => d,
+                Err(e) => {
+                    sink.abort().await;
+                    return Err(e.into());
+                }
+            };
+            received += data.len() as u64;
+            if received > end - start {
+                sink.abort().await;
+                return Err(StorageError::invalid(
+                    "The request body is longer than its Content-Range.",
+                ));
+            }
+            let mut d = &data[..];
+            let k = skip.min(d.len() as u64) as usize;
+            d = &d[k..];
+            skip -= k as u64;
+            if let Err(e) = sink.write(d).await {
+                sink.abort().await;
+                return Err(e);
+            }
+        }
+        if received != end - start {
+            sink.abort().await;
+            return Err(StorageError::invalid(format!(
+                "The request body has {received} bytes but its Content-Range covers {}.",
+                end - start
+            )));
+        }
+        if !is_final {
+            let (segments, hashes) = sink.finish_part().await?;
+            s.envelope.parts.push(segments);
+            s.hash_state = hashes.to_state();
+            s.persisted = end;
+            let sess = s.clone();
+            self.blocking(move |m| m.put_session(&sess)).await?;
+            return Ok(ChunkOutcome::Incomplete { persisted: s.persisted });
+        }
+        let (segments, hashes) = sink.finish_object().await?;
+        s.envelope.parts.push(segments);
+        let (crc, md5, size) = hashes.finish();
+        let spec = WriteSpec {
+            bucket: s.bucket.clone(),
+            name: s.name.clone(),
+            meta: s.meta.clone(),
+            storage_class: None,
+            preconditions: s.preconditions,
+            expected_crc32c: final_crc32c.or(s.expected_crc32c),
+            expected_md5: final_md5.or(s.expected_md5),
+            kms_key_name: None,
+            component_count: None,
+        };
+        if let Err(e) = Self::check_expected(&spec, crc, &md5) {
+            // The session is unusable after a checksum failure: nothing is stored.
+            self.cancel_resumable_inner(&s).await?;
+            return Err(e);
+        }
+        let bucket = self.get_bucket(&s.bucket).await?;
+        s.envelope.sealed_hashes = cipher.seal_hashes(crc, Some(md5));
+        let record = self.new_record(&spec, &bucket, s.envelope.clone(), size, None);
+        let record = match self.commit(&bucket, record, spec.preconditions).await {
+            Ok(r) => r,
+            Err(e) => {
+                let id = s.id.clone();
+                self.blocking(move |m| m.delete_session(&id)).await?;
+                return Err(e);
+            }
+        };
+        s.completed_generation = Some(record.generation);
+        s.persisted = size;
+        let sess = s.clone();
+        self.blocking(move |m| m.put_session(&sess)).await?;
+        Ok(ChunkOutcome::Complete(
+            Box::new(record),
+            ObjectHashes {
+                crc32c: crc,
+                md5: Some(md5),
+            },
+        ))
+    }
+
+    async fn cancel_resumable_inner(&self, s: &UploadSession) -> StorageResult<()> {
+        self.blobs.delete(&s.envelope.blob_id, s.envelope.parts.len()).await;
+        let id = s.id.clone();
+        self.blocking(move |m| m.delete_session(&id)).await
+    }
+
+    /// DELETE on a session: its parts are removed and the session is gone.
+    pub async fn cancel_resumable(&self, id: &str) -> StorageResult<()> {
+        let _guard = self.lock_session(id)?;
+        let s = self.session(id).await?;
+        if s.completed_generation.is_some() {
+            return Err(StorageError::invalid("The upload already completed."));
+        }
+        self.cancel_resumable_inner(&s).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_forms() {
+        assert_eq!(
+            ChunkRange::parse(Some("bytes 0-262143/*"), None).unwrap(),
+            ChunkRange::Data {
+                start: 0,
+                end: 262_143,
+                total: None
+            }
+        );
+        assert_eq!(
+            ChunkRange::parse(Some("bytes 5-9/10"), None).unwrap(),
+            ChunkRange::Data {
+                start: 5,
+                end: 9,
+                total: Some(10)
+            }
+        );
+        assert_eq!(
+            ChunkRange::parse(Some("bytes */*"), None).unwrap(),
+            ChunkRange::Query { total: None }
+        );
+        assert_eq!(
+            ChunkRange::parse(Some("bytes */7"), None).unwrap(),
+            ChunkRange::Query { total: Some(7) }
+        );
+        for bad in ["bytes 9-5/10", "bytes 0-10/10", "0-1/2", "bytes a-b/c", "bytes 0-1"] {
+            assert!(ChunkRange::parse(Some(bad), None).is_err(), "{bad}");
+        }
+        assert_eq!(
+            ChunkRange::parse(None, Some(3)).unwrap(),
+            ChunkRange::Data {
+                start: 0,
+                end: 2,
+                total: Some(3)
+            }
+        );
+    }
+}
