@@ -34,18 +34,26 @@ pub struct ServeConfig {
 fn blob_store(spec: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn object_store::ObjectStore>> {
     match spec {
         Some("memory://") => Ok(Arc::new(object_store::memory::InMemory::new())),
-        Some(s) if s.starts_with("file://") => {
-            let path = std::path::PathBuf::from(&s["file://".len()..]);
-            std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-            Ok(Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&path)?))
-        }
+        Some(s) if s.starts_with("file://") => local_store(std::path::PathBuf::from(&s["file://".len()..])),
         Some(other) => anyhow::bail!("unsupported --blob-store {other:?}: use file://PATH or memory://"),
-        None => {
-            let path = data_dir.join("blobs");
-            std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-            Ok(Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&path)?))
+        None => local_store(data_dir.join("blobs")),
+    }
+}
+
+/// A local blob directory. Staging files of multipart writes (`name#id`) that a crash
+/// left behind are removed first: nothing is writing at start-up.
+fn local_store(path: std::path::PathBuf) -> anyhow::Result<Arc<dyn object_store::ObjectStore>> {
+    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut removed = 0;
+    for entry in std::fs::read_dir(&path)?.flatten() {
+        if entry.file_name().to_string_lossy().contains('#') && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
         }
     }
+    if removed > 0 {
+        tracing::info!(removed, "removed partial blob writes left by an earlier crash");
+    }
+    Ok(Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&path)?))
 }
 
 impl std::fmt::Debug for ServeConfig {

@@ -830,6 +830,11 @@ def test_download_ranges_across_segment_boundaries(gcs_client, server):
         last = min(end, len(data) - 1)
         assert resp.headers["Content-Range"] == f"bytes {start}-{last}/{len(data)}"
     assert blob.download_as_bytes(start=200 * KiB) == data[200 * KiB :]
+    # Chunked downloads: a series of 206 replies whose Content-Range/Content-Length must agree.
+    assert bucket.blob("seg.bin", chunk_size=CHUNK).download_as_bytes() == data
+    assert bucket.blob("seg.bin", chunk_size=CHUNK).download_as_bytes(start=1000, end=CHUNK + 5000) == data[1000 : CHUNK + 5001]
+    upload(bucket, "small.bin", b"tiny")
+    assert bucket.blob("small.bin", chunk_size=CHUNK).download_as_bytes() == b"tiny"  # range past the end
 
 
 def test_download_headers_raw(gcs_client, server):
@@ -923,7 +928,11 @@ def test_download_empty_object(gcs_client, server):
     blob = bucket.blob("empty.bin")
     assert blob.download_as_bytes() == b""
     assert blob.download_as_bytes(checksum="md5") == b""
-    assert blob.download_as_bytes(start=0) == b""  # 416 "bytes */0" means empty to the client
+    # A chunked download asks for "bytes=0-(chunk-1)"; 416 with "bytes */0" means empty to it.
+    assert bucket.blob("empty.bin", chunk_size=CHUNK).download_as_bytes() == b""
+    # A one-shot ranged download of an empty object is unsatisfiable.
+    with pytest.raises(gexc.RequestRangeNotSatisfiable):
+        blob.download_as_bytes(start=0)
 
     resp = requests.get(download_url(server.url, bucket.name, "empty.bin"), params={"alt": "media"}, timeout=HTTP_TIMEOUT)
     assert resp.status_code == 200
