@@ -794,18 +794,15 @@ impl Storage {
         generation: Option<i64>,
         pre: &Preconditions,
     ) -> StorageResult<()> {
+        // On a versioned bucket, deleting the live object keeps it as noncurrent.
+        let versioned = self.get_bucket(bucket).await?.versioning;
         let (b, n, p) = (bucket.to_owned(), name.to_owned(), *pre);
-        let removed = match self.blocking(move |m| m.delete_object(&b, &n, generation, &p)).await {
-            Ok(r) => r,
-            Err(StorageError::NotFound(m)) => {
-                self.get_bucket(bucket).await?;
-                return Err(StorageError::NotFound(m));
-            }
-            Err(e) => return Err(e),
-        };
-        self.blobs
-            .delete(&removed.envelope.blob_id, removed.envelope.parts.len())
-            .await;
+        let removed = self
+            .blocking(move |m| m.delete_object(&b, &n, generation, &p, versioned))
+            .await?;
+        if let Some(r) = removed {
+            self.blobs.delete(&r.envelope.blob_id, r.envelope.parts.len()).await;
+        }
         Ok(())
     }
 

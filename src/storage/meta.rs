@@ -58,7 +58,8 @@ pub trait MetaStore: Send + Sync {
         name: &str,
         generation: Option<i64>,
         pre: &Preconditions,
-    ) -> StorageResult<ObjectRecord>;
+        archive: bool,
+    ) -> StorageResult<Option<ObjectRecord>>;
     fn put_session(&self, s: &UploadSession) -> StorageResult<()>;
     fn get_session(&self, id: &str) -> StorageResult<Option<UploadSession>>;
     fn delete_session(&self, id: &str) -> StorageResult<()>;
@@ -347,7 +348,8 @@ impl MetaStore for SqliteMetaStore {
         name: &str,
         generation: Option<i64>,
         pre: &Preconditions,
-    ) -> StorageResult<ObjectRecord> {
+        archive: bool,
+    ) -> StorageResult<Option<ObjectRecord>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let target = match generation {
@@ -367,12 +369,20 @@ impl MetaStore for SqliteMetaStore {
             return Err(not_found_object(bucket, name));
         };
         pre.check(Some((target.generation, target.metageneration)), false)?;
+        if archive && generation.is_none() {
+            tx.execute(
+                "UPDATE objects SET live = 0 WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
+                params![bucket, name, target.generation],
+            )?;
+            tx.commit()?;
+            return Ok(None);
+        }
         tx.execute(
             "DELETE FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
             params![bucket, name, target.generation],
         )?;
         tx.commit()?;
-        Ok(target)
+        Ok(Some(target))
     }
 
     fn put_session(&self, s: &UploadSession) -> StorageResult<()> {

@@ -274,12 +274,20 @@ impl Storage {
             meta: s.meta.clone(),
             storage_class: None,
             preconditions: s.preconditions,
-            expected_crc32c: final_crc32c.or(s.expected_crc32c),
-            expected_md5: final_md5.or(s.expected_md5),
+            expected_crc32c: s.expected_crc32c,
+            expected_md5: s.expected_md5,
             kms_key_name: None,
             component_count: None,
         };
-        if let Err(e) = Self::check_expected(&spec, crc, &md5) {
+        // Both the initiate body's checksums and the last chunk's x-goog-hash must hold.
+        let final_spec = WriteSpec {
+            expected_crc32c: final_crc32c,
+            expected_md5: final_md5,
+            ..spec.clone()
+        };
+        if let Err(e) =
+            Self::check_expected(&spec, crc, &md5).and_then(|()| Self::check_expected(&final_spec, crc, &md5))
+        {
             // The session is unusable after a checksum failure: nothing is stored.
             self.cancel_resumable_inner(&s).await?;
             return Err(e);

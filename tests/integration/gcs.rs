@@ -8,16 +8,34 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 fn make_bucket(s: &Server, name: &str) {
-    let r = raw(&s.url, "POST", "/storage/v1/b?project=p", &[("content-type", "application/json")], json!({"name": name}).to_string().as_bytes());
+    let r = raw(
+        &s.url,
+        "POST",
+        "/storage/v1/b?project=p",
+        &[("content-type", "application/json")],
+        json!({"name": name}).to_string().as_bytes(),
+    );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
 
 fn put(s: &Server, bucket: &str, name: &str, data: &[u8]) -> crate::harness::Raw {
-    raw(&s.url, "POST", &format!("/upload/storage/v1/b/{bucket}/o?uploadType=media&name={name}"), &[("content-type", "application/octet-stream")], data)
+    raw(
+        &s.url,
+        "POST",
+        &format!("/upload/storage/v1/b/{bucket}/o?uploadType=media&name={name}"),
+        &[("content-type", "application/octet-stream")],
+        data,
+    )
 }
 
 fn get(s: &Server, bucket: &str, name: &str) -> crate::harness::Raw {
-    raw(&s.url, "GET", &format!("/download/storage/v1/b/{bucket}/o/{name}?alt=media"), &[], b"")
+    raw(
+        &s.url,
+        "GET",
+        &format!("/download/storage/v1/b/{bucket}/o/{name}?alt=media"),
+        &[],
+        b"",
+    )
 }
 
 fn md5(data: &[u8]) -> Vec<u8> {
@@ -30,12 +48,22 @@ fn md5(data: &[u8]) -> Vec<u8> {
 fn plaintext_and_md5_never_reach_disk() {
     let mut s = Server::start(&[]);
     make_bucket(&s, "plain");
-    let canary: Vec<u8> = b"SEALSTORE-PLAINTEXT-CANARY-".iter().copied().cycle().take(200_000).collect();
+    let canary: Vec<u8> = b"SEALSTORE-PLAINTEXT-CANARY-"
+        .iter()
+        .copied()
+        .cycle()
+        .take(200_000)
+        .collect();
     let r = put(&s, "plain", "canary.txt", &canary);
     assert_eq!(r.status, 200);
     let digest = md5(&canary);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let needles = [b"SEALSTORE-PLAINTEXT-CANARY-".to_vec(), digest.clone(), hex.into_bytes(), STANDARD.encode(&digest).into_bytes()];
+    let needles = [
+        b"SEALSTORE-PLAINTEXT-CANARY-".to_vec(),
+        digest.clone(),
+        hex.into_bytes(),
+        STANDARD.encode(&digest).into_bytes(),
+    ];
     assert_eq!(get(&s, "plain", "canary.txt").body, canary);
     s.restart();
     assert_eq!(get(&s, "plain", "canary.txt").body, canary);
@@ -69,10 +97,17 @@ fn acknowledged_writes_survive_kill_9() {
             while !stop.load(Ordering::SeqCst) {
                 let name = format!("t{t}-{i}");
                 let len = 1000 + (i as usize * 7919 + t * 104_729) % 300_000;
-                let data: Vec<u8> = (0..len).map(|j| (j as u32).wrapping_mul(31).wrapping_add(i * 7 + t as u32) as u8).collect();
-                let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+                let data: Vec<u8> = (0..len)
+                    .map(|j| (j as u32).wrapping_mul(31).wrapping_add(i * 7 + t as u32) as u8)
+                    .collect();
+                let agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .new_agent();
                 let r = agent
-                    .post(format!("{url}/upload/storage/v1/b/crash/o?uploadType=media&name={name}"))
+                    .post(format!(
+                        "{url}/upload/storage/v1/b/crash/o?uploadType=media&name={name}"
+                    ))
                     .header("content-type", "application/octet-stream")
                     .send(&data[..]);
                 if let Ok(r) = r
@@ -91,7 +126,11 @@ fn acknowledged_writes_survive_kill_9() {
         t.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 5, "too few uploads completed before the kill: {}", acked.len());
+    assert!(
+        acked.len() > 5,
+        "too few uploads completed before the kill: {}",
+        acked.len()
+    );
     s.start_again();
     for (name, data) in &acked {
         let r = get(&s, "crash", name);
@@ -111,7 +150,10 @@ fn acknowledged_writes_survive_kill_9() {
     }
     // The start-up sweep left only the blobs that listed objects reference.
     let blob_files = files_under(&s.dir.join("blobs"));
-    assert!(blob_files.iter().all(|(p, _)| !p.to_string_lossy().contains('#')), "partial writes survived the restart");
+    assert!(
+        blob_files.iter().all(|(p, _)| !p.to_string_lossy().contains('#')),
+        "partial writes survived the restart"
+    );
     assert_eq!(blob_files.len(), items.len(), "orphaned blobs survived the sweep");
 }
 
@@ -129,27 +171,63 @@ fn bad_input_gets_gcs_errors_and_stores_nothing() {
     let ct = [("content-type", "multipart/related; boundary=\"XYZ\"")];
     let base = "/upload/storage/v1/b/bad/o?uploadType=multipart";
     check(raw(&s.url, "POST", base, &ct, b"garbage without boundaries"), 400);
-    check(raw(&s.url, "POST", base, &ct, b"--XYZ\r\ncontent-type: application/json\r\n\r\n{\"name\":\"x\"}\r\n--XYZ\r\n\r\nhalf"), 400);
+    check(
+        raw(
+            &s.url,
+            "POST",
+            base,
+            &ct,
+            b"--XYZ\r\ncontent-type: application/json\r\n\r\n{\"name\":\"x\"}\r\n--XYZ\r\n\r\nhalf",
+        ),
+        400,
+    );
     check(raw(&s.url, "POST", base, &[("content-type", "text/plain")], b"x"), 400);
     let long = "a".repeat(1025);
     check(put(&s, "bad", &long, b"x"), 400);
-    check(raw(&s.url, "POST", "/upload/storage/v1/b/bad/o?uploadType=bogus&name=x", &[], b"x"), 400);
+    check(
+        raw(
+            &s.url,
+            "POST",
+            "/upload/storage/v1/b/bad/o?uploadType=bogus&name=x",
+            &[],
+            b"x",
+        ),
+        400,
+    );
     let bad_crc = format!(
         "--XYZ\r\ncontent-type: application/json\r\n\r\n{{\"name\":\"crc\",\"crc32c\":\"AAAAAA==\"}}\r\n--XYZ\r\ncontent-type: text/plain\r\n\r\nhello\r\n--XYZ--"
     );
     check(raw(&s.url, "POST", base, &ct, bad_crc.as_bytes()), 400);
     check(raw(&s.url, "GET", "/storage/v1/b/bad/o/crc", &[], b""), 404);
     // A resumable chunk with a malformed Content-Range.
-    let r = raw(&s.url, "POST", "/upload/storage/v1/b/bad/o?uploadType=resumable&name=r", &[("content-type", "application/json")], b"{}");
+    let r = raw(
+        &s.url,
+        "POST",
+        "/upload/storage/v1/b/bad/o?uploadType=resumable&name=r",
+        &[("content-type", "application/json")],
+        b"{}",
+    );
     assert_eq!(r.status, 200);
     let loc = r.header("location").unwrap().to_owned();
     let path = &loc[loc.find("/upload/").unwrap()..];
     check(raw(&s.url, "PUT", path, &[("content-range", "bytes 9-1/*")], b"x"), 400);
-    check(raw(&s.url, "PUT", path, &[("content-range", "bytes 0-9/*")], b"short"), 400);
+    check(
+        raw(&s.url, "PUT", path, &[("content-range", "bytes 0-9/*")], b"short"),
+        400,
+    );
     // A non-final chunk that is not a multiple of 256 KiB.
-    check(raw(&s.url, "PUT", path, &[("content-range", "bytes 0-9/*")], &[0u8; 10]), 400);
+    check(
+        raw(&s.url, "PUT", path, &[("content-range", "bytes 0-9/*")], &[0u8; 10]),
+        400,
+    );
     // An upload whose final checksum is wrong leaves nothing behind.
-    let r = raw(&s.url, "PUT", path, &[("content-range", "bytes 0-4/5"), ("x-goog-hash", "crc32c=AAAAAA==")], b"hello");
+    let r = raw(
+        &s.url,
+        "PUT",
+        path,
+        &[("content-range", "bytes 0-4/5"), ("x-goog-hash", "crc32c=AAAAAA==")],
+        b"hello",
+    );
     check(r, 400);
     check(raw(&s.url, "GET", "/storage/v1/b/bad/o/r", &[], b""), 404);
     let listing = raw(&s.url, "GET", "/storage/v1/b/bad/o", &[], b"").json();

@@ -191,7 +191,10 @@ pub struct Raw {
 
 impl Raw {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> Value {
@@ -218,6 +221,11 @@ pub fn raw(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body:
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
         .collect();
-    let body = resp.body_mut().with_config().limit(1 << 31).read_to_vec().unwrap_or_default();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 31)
+        .read_to_vec()
+        .unwrap_or_default();
     Raw { status, headers, body }
 }

@@ -158,7 +158,7 @@ pub async fn get(ctx: &Ctx, name: &str) -> GcsResult<Response> {
 }
 
 pub async fn list(ctx: &Ctx) -> GcsResult<Response> {
-    let max = ctx.int("maxResults")?.map(|m| m.clamp(1, 1000) as usize);
+    let max = ctx.max_results()?;
     let (items, next) = ctx
         .app
         .storage

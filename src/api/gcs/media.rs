@@ -10,6 +10,8 @@ use axum::Json;
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
 use serde_json::Value;
 
 /// `kmsKeyName` / `destinationKmsKeyName`: a versioned name is refused, as GCS does.
@@ -89,7 +91,11 @@ pub async fn upload(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> 
             let (crc, md5) = goog_hash(ctx)?;
             spec.expected_crc32c = crc;
             spec.expected_md5 = md5;
-            let (rec, h) = ctx.app.storage.write(spec, body_stream(body)).await?;
+            let (rec, h) = ctx
+                .app
+                .storage
+                .write(spec, body_stream(body, ctx.content_length()))
+                .await?;
             Ok(object_json(ctx, &rec, &h))
         }
         (&Method::POST, "multipart") => multipart(ctx, bucket, body).await,
@@ -144,7 +150,36 @@ fn boundary(content_type: Option<&str>) -> GcsResult<String> {
 
 async fn multipart(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
     let boundary = boundary(ctx.header("content-type"))?;
-    let mut mp = multer::Multipart::new(body.into_data_stream(), boundary);
+    // A forwarder task reads the whole request body (checking Content-Length) and feeds
+    // multer through a channel. The upload commits only once the entire body arrived:
+    // bytes after the closing boundary still count.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, StorageError>>(4);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), StorageError>>();
+    let mut raw_body = Box::pin(body_stream(body, ctx.content_length()));
+    tokio::spawn(async move {
+        let mut forwarding = true;
+        let outcome = loop {
+            match raw_body.next().await {
+                None => break Ok(()),
+                Some(Err(e)) => {
+                    let msg = e.to_string();
+                    if forwarding {
+                        let _ = tx.send(Err(StorageError::invalid(msg.clone()))).await;
+                    }
+                    break Err(StorageError::invalid(msg));
+                }
+                Some(Ok(b)) => {
+                    if forwarding && tx.send(Ok(b)).await.is_err() {
+                        forwarding = false;
+                    }
+                }
+            }
+        };
+        drop(tx);
+        let _ = done_tx.send(outcome);
+    });
+    let input = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let mut mp = multer::Multipart::new(input, boundary);
     let bad = |e: multer::Error| GcsError::invalid(format!("Malformed multipart body: {e}"));
     let meta_field = mp
         .next_field()
@@ -175,10 +210,26 @@ async fn multipart(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
     if spec.meta.content_type.is_none() {
         spec.meta.content_type = data.content_type().map(|m| m.to_string());
     }
-    let stream = futures::stream::try_unfold(data, |mut f| async move {
-        match f.chunk().await {
-            Ok(Some(b)) => Ok(Some((b, f))),
-            Ok(None) => Ok(None),
+    let stream = futures::stream::try_unfold(Some((data, mp, done_rx)), |state| async move {
+        let Some((mut field, mut mp, done)) = state else {
+            return Ok(None);
+        };
+        match field.chunk().await {
+            Ok(Some(b)) => Ok(Some((b, Some((field, mp, done))))),
+            Ok(None) => {
+                drop(field);
+                match mp.next_field().await {
+                    Ok(None) => {}
+                    Ok(Some(_)) => return Err(StorageError::invalid("A multipart upload has exactly two parts.")),
+                    Err(e) => return Err(StorageError::invalid(format!("Malformed multipart body: {e}"))),
+                }
+                drop(mp);
+                match done.await {
+                    Ok(Ok(())) => Ok(None),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(StorageError::invalid("The request body ended unexpectedly.")),
+                }
+            }
             Err(e) => Err(StorageError::invalid(format!("Malformed multipart body: {e}"))),
         }
     });
@@ -230,7 +281,7 @@ async fn put_chunk(ctx: &Ctx, body: Body) -> GcsResult<Response> {
     match ctx
         .app
         .storage
-        .put_chunk(id, range, crc, md5, body_stream(body))
+        .put_chunk(id, range, crc, md5, body_stream(body, len))
         .await?
     {
         ChunkOutcome::Complete(rec, h) => Ok(object_json(ctx, &rec, &h)),

@@ -86,6 +86,26 @@ pub struct Ctx {
 impl Ctx {
     fn new(app: AppState, method: Method, uri: &Uri, headers: HeaderMap) -> GcsResult<Self> {
         let query = Query::parse(uri.query()).map_err(GcsError::invalid)?;
+        if let Some(alt) = query.get("alt")
+            && alt != "json"
+            && alt != "media"
+        {
+            return Err(GcsError::new(
+                StatusCode::BAD_REQUEST,
+                "invalidAltValue",
+                format!("Invalid value for alt: {alt}"),
+            ));
+        }
+        if let Some(p) = query.get("projection")
+            && p != "full"
+            && p != "noAcl"
+        {
+            return Err(GcsError::new(
+                StatusCode::BAD_REQUEST,
+                "invalidParameter",
+                format!("Invalid value for projection: {p}"),
+            ));
+        }
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -131,15 +151,60 @@ impl Ctx {
         })
     }
 
+    /// `maxResults`: 1 or more (capped at 1000 by the engine).
+    pub fn max_results(&self) -> GcsResult<Option<usize>> {
+        match self.int("maxResults")? {
+            Some(m) if m < 1 => Err(GcsError::new(
+                StatusCode::BAD_REQUEST,
+                "invalidParameter",
+                format!("Invalid value for maxResults: {m}"),
+            )),
+            Some(m) => Ok(Some(m.min(1000) as usize)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn content_length(&self) -> Option<u64> {
+        self.header("content-length").and_then(|v| v.trim().parse().ok())
+    }
+
     pub fn project(&self) -> String {
         self.query.get("project").unwrap_or("<none>").to_owned()
     }
 }
 
-/// A request body as a stream for the storage engine.
-pub fn body_stream(body: Body) -> impl Stream<Item = Result<Bytes, StorageError>> + Send {
-    body.into_data_stream()
-        .map_err(|e| StorageError::invalid(format!("The request body could not be read: {e}")))
+/// A request body as a stream for the storage engine. If the request declared a
+/// `Content-Length`, a body that ends early is an error, so a truncated upload never
+/// becomes an object.
+pub fn body_stream(body: Body, content_length: Option<u64>) -> impl Stream<Item = Result<Bytes, StorageError>> + Send {
+    let inner = body
+        .into_data_stream()
+        .map_err(|e| StorageError::invalid(format!("The request body could not be read: {e}")));
+    futures::stream::unfold(
+        (Box::pin(inner), 0u64, false),
+        move |(mut inner, seen, done)| async move {
+            use futures::StreamExt;
+            if done {
+                return None;
+            }
+            match inner.next().await {
+                Some(Ok(b)) => {
+                    let seen = seen + b.len() as u64;
+                    Some((Ok(b), (inner, seen, false)))
+                }
+                Some(Err(e)) => Some((Err(e), (inner, seen, true))),
+                None => match content_length {
+                    Some(want) if seen != want => Some((
+                        Err(StorageError::invalid(format!(
+                            "The request body ended after {seen} bytes, but Content-Length declared {want}."
+                        ))),
+                        (inner, seen, true),
+                    )),
+                    _ => None,
+                },
+            }
+        },
+    )
 }
 
 /// Reads a small JSON body (metadata); empty means `{}`.

@@ -128,7 +128,7 @@ pub async fn list(ctx: &Ctx, bucket: &str) -> GcsResult<Response> {
         prefix: ctx.query.get("prefix").unwrap_or("").to_owned(),
         delimiter: ctx.query.get("delimiter").map(str::to_owned),
         versions: ctx.flag("versions")?,
-        max_results: ctx.int("maxResults")?.map(|m| m.clamp(1, 1000) as usize),
+        max_results: ctx.max_results()?,
         page_token: ctx.query.get("pageToken").map(str::to_owned),
         start_offset: ctx
             .query
