@@ -194,9 +194,7 @@ fn bad_input_gets_gcs_errors_and_stores_nothing() {
         ),
         400,
     );
-    let bad_crc = format!(
-        "--XYZ\r\ncontent-type: application/json\r\n\r\n{{\"name\":\"crc\",\"crc32c\":\"AAAAAA==\"}}\r\n--XYZ\r\ncontent-type: text/plain\r\n\r\nhello\r\n--XYZ--"
-    );
+    let bad_crc = "--XYZ\r\ncontent-type: application/json\r\n\r\n{\"name\":\"crc\",\"crc32c\":\"AAAAAA==\"}\r\n--XYZ\r\ncontent-type: text/plain\r\n\r\nhello\r\n--XYZ--";
     check(raw(&s.url, "POST", base, &ct, bad_crc.as_bytes()), 400);
     check(raw(&s.url, "GET", "/storage/v1/b/bad/o/crc", &[], b""), 404);
     // A resumable chunk with a malformed Content-Range.
