@@ -76,7 +76,12 @@ fn bench_http() -> f64 {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(async move { axum::serve(listener, sealstore::api::router(state)).await });
+    rt.spawn(async move {
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, sealstore::api::router(state)).await
+    });
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(true)
         .build()

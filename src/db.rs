@@ -55,3 +55,152 @@ impl Settings {
         Ok(())
     }
 }
+
+/// The writer thread failed to commit a group; every write in it failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("commit failed: {0}")]
+pub struct CommitError(pub String);
+
+type Reply = Box<dyn FnOnce(Result<(), CommitError>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+
+/// A single SQLite writer with group commit: concurrent writes queue up, the writer
+/// thread runs every queued write in one transaction (each in its own savepoint, so a
+/// failed write does not disturb the others) and commits once. Callers get their result
+/// only after that commit, so an acknowledged write is durable, and N concurrent writes
+/// cost one fsync instead of N.
+pub struct GroupWriter {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+const MAX_GROUP: usize = 256;
+
+impl GroupWriter {
+    pub fn start(conn: Connection, name: &str) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new().name(format!("{name}-writer")).spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut jobs = vec![first];
+                while jobs.len() < MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(j) => jobs.push(j),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+                    let err = CommitError(e.to_string());
+                    for job in jobs {
+                        let (_, reply) = job(&conn);
+                        reply(Err(err.clone()));
+                    }
+                    continue;
+                }
+                let mut replies = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    let saved = conn.execute_batch("SAVEPOINT job");
+                    let (ok, reply) = job(&conn);
+                    let undo = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+                    if saved.is_ok() && conn.execute_batch(undo).is_err() {
+                        tracing::error!("could not close a write savepoint");
+                    }
+                    replies.push(reply);
+                }
+                let outcome = conn.execute_batch("COMMIT").map_err(|e| {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    CommitError(e.to_string())
+                });
+                for reply in replies {
+                    reply(outcome.clone());
+                }
+            }
+        })?;
+        Ok(Self { jobs: tx })
+    }
+
+    /// Runs `f` inside the next group transaction and returns its result once the group
+    /// has committed. An `Err` from `f` rolls back only `f`'s own changes.
+    pub fn run<R, E>(&self, f: impl FnOnce(&Connection) -> Result<R, E> + Send + 'static) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<CommitError> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<R, E>>(1);
+        let job: Job = Box::new(move |conn| {
+            let r = f(conn);
+            let ok = r.is_ok();
+            let reply: Reply = Box::new(move |committed| {
+                let _ = tx.send(match committed {
+                    Ok(()) => r,
+                    Err(e) => Err(E::from(e)),
+                });
+            });
+            (ok, reply)
+        });
+        if self.jobs.send(job).is_err() {
+            return Err(E::from(CommitError("the writer thread has stopped".into())));
+        }
+        rx.recv().unwrap_or_else(|_| Err(E::from(CommitError("the writer thread has stopped".into()))))
+    }
+}
+
+/// A few read connections, used round-robin (WAL lets them read while the writer writes).
+pub struct ReadPool {
+    conns: Vec<std::sync::Mutex<Connection>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl ReadPool {
+    pub fn new(conns: Vec<Connection>) -> Self {
+        assert!(!conns.is_empty(), "a read pool needs a connection");
+        Self { conns: conns.into_iter().map(std::sync::Mutex::new).collect(), next: Default::default() }
+    }
+
+    pub fn get(&self) -> std::sync::MutexGuard<'_, Connection> {
+        let n = self.conns.len();
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..n {
+            if let Ok(c) = self.conns[(start + i) % n].try_lock() {
+                return c;
+            }
+        }
+        self.conns[start % n].lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_writer_isolates_failures_and_commits() {
+        let dir = std::env::temp_dir().join(format!("sealstore-db-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("g.db");
+        let _ = std::fs::remove_file(&path);
+        let setup = open(&path).unwrap();
+        setup.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)").unwrap();
+        let w = std::sync::Arc::new(GroupWriter::start(open(&path).unwrap(), "test").unwrap());
+        let handles: Vec<_> = (0..32)
+            .map(|i| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    w.run(move |c| -> Result<(), String> {
+                        c.execute("INSERT INTO t (k) VALUES (?1)", [i % 16]).map_err(|e| e.to_string())?;
+                        Ok(())
+                    })
+                })
+            })
+            .map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(handles.iter().filter(|r| r.is_ok()).count(), 16, "duplicates fail alone");
+        let n: i64 = setup.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 16);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+impl From<CommitError> for String {
+    fn from(e: CommitError) -> Self {
+        e.to_string()
+    }
+}

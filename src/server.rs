@@ -96,7 +96,7 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
     let kms = Kms::open(Arc::new(store), Sealer::new(&root), clock.clone())?;
     let policies = Arc::new(PolicyStore::new(crate::db::open(&db_path)?)?);
     let keys = Arc::new(crate::keyservice::KmsKeyService::new(kms.clone())?);
-    let meta = Arc::new(crate::storage::meta::SqliteMetaStore::new(crate::db::open(&db_path)?)?);
+    let meta = Arc::new(crate::storage::meta::SqliteMetaStore::open(&db_path)?);
     let blobs = crate::storage::blobs::BlobStore::new(blob_store(cfg.blob_store.as_deref(), &cfg.data_dir)?);
     let storage = Arc::new(crate::storage::Storage::new(meta, blobs, keys, clock.clone())?);
     Ok(AppState {
@@ -155,7 +155,15 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         }
     });
 
-    axum::serve(listener, router(state))
+    axum::serve(
+        // No Nagle delay: a response's headers and streamed body go out at once.
+        axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        }),
+        router(state),
+    )
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     ticker.abort();

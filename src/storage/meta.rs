@@ -6,7 +6,6 @@ use super::error::{StorageError, StorageResult};
 use super::model::{Bucket, ObjectRecord, Preconditions, UploadSession};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashSet;
-use std::sync::Mutex;
 
 /// One page of a raw object listing, in (name, generation) order.
 #[derive(Debug, Clone, Default)]
@@ -69,7 +68,8 @@ pub trait MetaStore: Send + Sync {
 }
 
 pub struct SqliteMetaStore {
-    conn: Mutex<Connection>,
+    writer: crate::db::GroupWriter,
+    readers: crate::db::ReadPool,
 }
 
 const SCHEMA: &str = "
@@ -84,13 +84,27 @@ CREATE TABLE IF NOT EXISTS upload_sessions (id TEXT PRIMARY KEY, blob_id TEXT NO
 ";
 
 impl SqliteMetaStore {
-    pub fn new(conn: Connection) -> StorageResult<Self> {
-        conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn) })
+    /// Opens the store on the database file: one group-commit writer and a few readers.
+    pub fn open(path: &std::path::Path) -> StorageResult<Self> {
+        let w = crate::db::open(path)?;
+        w.execute_batch(SCHEMA)?;
+        let writer = crate::db::GroupWriter::start(w, "meta").map_err(StorageError::internal)?;
+        let readers = (0..4).map(|_| crate::db::open(path)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { writer, readers: crate::db::ReadPool::new(readers) })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.readers.get()
+    }
+
+    fn write<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> StorageResult<R> + Send + 'static) -> StorageResult<R> {
+        self.writer.run(f)
+    }
+}
+
+impl From<crate::db::CommitError> for StorageError {
+    fn from(e: crate::db::CommitError) -> Self {
+        StorageError::Internal(format!("metadata store: {e}"))
     }
 }
 
@@ -125,44 +139,50 @@ fn not_found_object(bucket: &str, name: &str) -> StorageError {
     StorageError::NotFound(format!("No such object: {bucket}/{name}"))
 }
 
+fn bucket_doc(c: &Connection, name: &str) -> StorageResult<Option<Bucket>> {
+    let doc: Option<String> = c.query_row("SELECT doc FROM buckets WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+    Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
+}
+
+fn generation_doc(c: &Connection, bucket: &str, name: &str, generation: i64) -> StorageResult<Option<ObjectRecord>> {
+    let doc: Option<String> = c
+        .query_row(
+            "SELECT doc FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
+            params![bucket, name, generation],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
+}
+
 impl MetaStore for SqliteMetaStore {
     fn insert_bucket(&self, b: &Bucket) -> StorageResult<()> {
-        let conn = self.conn();
-        let n = conn.execute(
-            "INSERT OR IGNORE INTO buckets (name, project, doc) VALUES (?1, ?2, ?3)",
-            params![b.name, b.project, serde_json::to_string(b)?],
-        )?;
-        if n == 0 {
-            return Err(StorageError::Conflict(format!(
-                "Your previous request to create the named bucket succeeded and you already own it: {}",
-                b.name
-            )));
-        }
-        Ok(())
+        let b = b.clone();
+        self.write(move |c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO buckets (name, project, doc) VALUES (?1, ?2, ?3)",
+                params![b.name, b.project, serde_json::to_string(&b)?],
+            )?;
+            if n == 0 {
+                return Err(StorageError::Conflict(format!(
+                    "Your previous request to create the named bucket succeeded and you already own it: {}",
+                    b.name
+                )));
+            }
+            Ok(())
+        })
     }
 
     fn get_bucket(&self, name: &str) -> StorageResult<Option<Bucket>> {
-        let doc: Option<String> = self
-            .conn()
-            .query_row("SELECT doc FROM buckets WHERE name = ?1", [name], |r| r.get(0))
-            .optional()?;
-        Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
+        bucket_doc(&self.read(), name)
     }
 
-    fn list_buckets(
-        &self,
-        project: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> StorageResult<Vec<Bucket>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
+    fn list_buckets(&self, project: &str, prefix: &str, after: Option<&str>, limit: usize) -> StorageResult<Vec<Bucket>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(
             "SELECT doc FROM buckets WHERE project = ?1 AND name >= ?2 AND name > ?3 ORDER BY name LIMIT ?4",
         )?;
-        let rows = stmt.query_map(params![project, prefix, after.unwrap_or(""), limit as i64], |r| {
-            r.get::<_, String>(0)
-        })?;
+        let rows = stmt.query_map(params![project, prefix, after.unwrap_or(""), limit as i64], |r| r.get::<_, String>(0))?;
         let mut out = vec![];
         for doc in rows {
             let b: Bucket = serde_json::from_str(&doc?)?;
@@ -175,84 +195,51 @@ impl MetaStore for SqliteMetaStore {
     }
 
     fn update_bucket(&self, b: &Bucket, expected: i64) -> StorageResult<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let doc: Option<String> = tx
-            .query_row("SELECT doc FROM buckets WHERE name = ?1", [&b.name], |r| r.get(0))
-            .optional()?;
-        let current: Bucket = match doc {
-            Some(d) => serde_json::from_str(&d)?,
-            None => {
-                return Err(StorageError::NotFound(format!(
-                    "The specified bucket does not exist: {}",
-                    b.name
-                )));
+        let b = b.clone();
+        self.write(move |c| {
+            let current = bucket_doc(c, &b.name)?
+                .ok_or_else(|| StorageError::NotFound(format!("The specified bucket does not exist: {}", b.name)))?;
+            if current.metageneration != expected {
+                return Err(StorageError::PreconditionFailed(
+                    "At least one of the pre-conditions you specified did not hold (metageneration).".into(),
+                ));
             }
-        };
-        if current.metageneration != expected {
-            return Err(StorageError::PreconditionFailed(
-                "At least one of the pre-conditions you specified did not hold (metageneration).".into(),
-            ));
-        }
-        tx.execute(
-            "UPDATE buckets SET doc = ?2 WHERE name = ?1",
-            params![b.name, serde_json::to_string(b)?],
-        )?;
-        tx.commit()?;
-        Ok(())
+            c.execute("UPDATE buckets SET doc = ?2 WHERE name = ?1", params![b.name, serde_json::to_string(&b)?])?;
+            Ok(())
+        })
     }
 
     fn delete_bucket(&self, name: &str, if_metageneration_match: Option<i64>) -> StorageResult<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let doc: Option<String> = tx
-            .query_row("SELECT doc FROM buckets WHERE name = ?1", [name], |r| r.get(0))
-            .optional()?;
-        let Some(doc) = doc else {
-            return Err(StorageError::NotFound(format!(
-                "The specified bucket does not exist: {name}"
-            )));
-        };
-        let b: Bucket = serde_json::from_str(&doc)?;
-        if let Some(m) = if_metageneration_match
-            && b.metageneration != m
-        {
-            return Err(StorageError::PreconditionFailed(
-                "At least one of the pre-conditions you specified did not hold (ifMetagenerationMatch).".into(),
-            ));
-        }
-        let any: Option<i64> = tx
-            .query_row("SELECT 1 FROM objects WHERE bucket = ?1 LIMIT 1", [name], |r| r.get(0))
-            .optional()?;
-        if any.is_some() {
-            return Err(StorageError::Conflict(format!(
-                "The bucket you tried to delete is not empty: {name}"
-            )));
-        }
-        tx.execute("DELETE FROM buckets WHERE name = ?1", [name])?;
-        tx.commit()?;
-        Ok(())
+        let name = name.to_owned();
+        self.write(move |c| {
+            let b = bucket_doc(c, &name)?
+                .ok_or_else(|| StorageError::NotFound(format!("The specified bucket does not exist: {name}")))?;
+            if let Some(m) = if_metageneration_match
+                && b.metageneration != m
+            {
+                return Err(StorageError::PreconditionFailed(
+                    "At least one of the pre-conditions you specified did not hold (ifMetagenerationMatch).".into(),
+                ));
+            }
+            let any: Option<i64> = c.query_row("SELECT 1 FROM objects WHERE bucket = ?1 LIMIT 1", [&name], |r| r.get(0)).optional()?;
+            if any.is_some() {
+                return Err(StorageError::Conflict(format!("The bucket you tried to delete is not empty: {name}")));
+            }
+            c.execute("DELETE FROM buckets WHERE name = ?1", [&name])?;
+            Ok(())
+        })
     }
 
     fn get_object(&self, bucket: &str, name: &str, generation: Option<i64>) -> StorageResult<Option<ObjectRecord>> {
-        let conn = self.conn();
+        let conn = self.read();
         match generation {
             None => live_of(&conn, bucket, name),
-            Some(g) => {
-                let doc: Option<String> = conn
-                    .query_row(
-                        "SELECT doc FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
-                        params![bucket, name, g],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
-            }
+            Some(g) => generation_doc(&conn, bucket, name, g),
         }
     }
 
     fn list_objects(&self, q: &ListQuery) -> StorageResult<Vec<ObjectRecord>> {
-        let conn = self.conn();
+        let conn = self.read();
         let (after_name, after_gen) = q.after.clone().unwrap_or_default();
         let has_after = q.after.is_some();
         let sql = format!(
@@ -262,17 +249,9 @@ impl MetaStore for SqliteMetaStore {
              ORDER BY name, generation LIMIT ?7",
             if q.versions { "" } else { "AND live = 1" }
         );
-        let mut stmt = conn.prepare(&sql)?;
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(
-            params![
-                q.bucket,
-                q.start,
-                has_after,
-                after_name,
-                after_gen,
-                q.end,
-                q.limit as i64
-            ],
+            params![q.bucket, q.start, has_after, after_name, after_gen, q.end, q.limit as i64],
             |r| r.get::<_, String>(0),
         )?;
         let mut out = vec![];
@@ -282,64 +261,49 @@ impl MetaStore for SqliteMetaStore {
         Ok(out)
     }
 
-    fn commit_object(
-        &self,
-        rec: &ObjectRecord,
-        pre: &Preconditions,
-        keep_previous: bool,
-    ) -> StorageResult<Option<ObjectRecord>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let exists: Option<i64> = tx
-            .query_row("SELECT 1 FROM buckets WHERE name = ?1", [&rec.bucket], |r| r.get(0))
-            .optional()?;
-        if exists.is_none() {
-            return Err(StorageError::NotFound(format!(
-                "The specified bucket does not exist: {}",
-                rec.bucket
-            )));
-        }
-        let live = live_of(&tx, &rec.bucket, &rec.name)?;
-        pre.check(live.as_ref().map(|l| (l.generation, l.metageneration)), false)?;
-        let mut replaced = None;
-        if let Some(old) = live {
-            if keep_previous {
-                tx.execute(
-                    "UPDATE objects SET live = 0 WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
-                    params![old.bucket, old.name, old.generation],
-                )?;
-            } else {
-                tx.execute(
-                    "DELETE FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
-                    params![old.bucket, old.name, old.generation],
-                )?;
-                replaced = Some(old);
+    fn commit_object(&self, rec: &ObjectRecord, pre: &Preconditions, keep_previous: bool) -> StorageResult<Option<ObjectRecord>> {
+        let (rec, pre) = (rec.clone(), *pre);
+        self.write(move |c| {
+            if bucket_doc(c, &rec.bucket)?.is_none() {
+                return Err(StorageError::NotFound(format!("The specified bucket does not exist: {}", rec.bucket)));
             }
-        }
-        insert_object(&tx, rec, true)?;
-        tx.commit()?;
-        Ok(replaced)
+            let live = live_of(c, &rec.bucket, &rec.name)?;
+            pre.check(live.as_ref().map(|l| (l.generation, l.metageneration)), false)?;
+            let mut replaced = None;
+            if let Some(old) = live {
+                if keep_previous {
+                    c.execute(
+                        "UPDATE objects SET live = 0 WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
+                        params![old.bucket, old.name, old.generation],
+                    )?;
+                } else {
+                    c.execute(
+                        "DELETE FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
+                        params![old.bucket, old.name, old.generation],
+                    )?;
+                    replaced = Some(old);
+                }
+            }
+            insert_object(c, &rec, true)?;
+            Ok(replaced)
+        })
     }
 
     fn update_object(&self, rec: &ObjectRecord, expected: i64) -> StorageResult<()> {
-        let conn = self.conn();
-        let n = conn.execute(
-            "UPDATE objects SET doc = ?4 WHERE bucket = ?1 AND name = ?2 AND generation = ?3
-               AND json_extract(doc, '$.metageneration') = ?5",
-            params![
-                rec.bucket,
-                rec.name,
-                rec.generation,
-                serde_json::to_string(rec)?,
-                expected
-            ],
-        )?;
-        if n == 0 {
-            return Err(StorageError::PreconditionFailed(
-                "The object's metadata changed concurrently (metageneration); retry the request.".into(),
-            ));
-        }
-        Ok(())
+        let rec = rec.clone();
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE objects SET doc = ?4 WHERE bucket = ?1 AND name = ?2 AND generation = ?3
+                   AND json_extract(doc, '$.metageneration') = ?5",
+                params![rec.bucket, rec.name, rec.generation, serde_json::to_string(&rec)?, expected],
+            )?;
+            if n == 0 {
+                return Err(StorageError::PreconditionFailed(
+                    "The object's metadata changed concurrently (metageneration); retry the request.".into(),
+                ));
+            }
+            Ok(())
+        })
     }
 
     fn delete_object(
@@ -350,65 +314,57 @@ impl MetaStore for SqliteMetaStore {
         pre: &Preconditions,
         archive: bool,
     ) -> StorageResult<Option<ObjectRecord>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let target = match generation {
-            None => live_of(&tx, bucket, name)?,
-            Some(g) => {
-                let doc: Option<String> = tx
-                    .query_row(
-                        "SELECT doc FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
-                        params![bucket, name, g],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                doc.map(|d| serde_json::from_str::<ObjectRecord>(&d)).transpose()?
+        let (bucket, name, pre) = (bucket.to_owned(), name.to_owned(), *pre);
+        self.write(move |c| {
+            let target = match generation {
+                None => live_of(c, &bucket, &name)?,
+                Some(g) => generation_doc(c, &bucket, &name, g)?,
+            };
+            let Some(target) = target else { return Err(not_found_object(&bucket, &name)) };
+            pre.check(Some((target.generation, target.metageneration)), false)?;
+            if archive && generation.is_none() {
+                c.execute(
+                    "UPDATE objects SET live = 0 WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
+                    params![bucket, name, target.generation],
+                )?;
+                return Ok(None);
             }
-        };
-        let Some(target) = target else {
-            return Err(not_found_object(bucket, name));
-        };
-        pre.check(Some((target.generation, target.metageneration)), false)?;
-        if archive && generation.is_none() {
-            tx.execute(
-                "UPDATE objects SET live = 0 WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
+            c.execute(
+                "DELETE FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
                 params![bucket, name, target.generation],
             )?;
-            tx.commit()?;
-            return Ok(None);
-        }
-        tx.execute(
-            "DELETE FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
-            params![bucket, name, target.generation],
-        )?;
-        tx.commit()?;
-        Ok(Some(target))
+            Ok(Some(target))
+        })
     }
 
     fn put_session(&self, s: &UploadSession) -> StorageResult<()> {
-        self.conn().execute(
-            "INSERT INTO upload_sessions (id, blob_id, doc) VALUES (?1, ?2, ?3)
-               ON CONFLICT(id) DO UPDATE SET doc = excluded.doc",
-            params![s.id, s.envelope.blob_id, serde_json::to_string(s)?],
-        )?;
-        Ok(())
+        let s = s.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO upload_sessions (id, blob_id, doc) VALUES (?1, ?2, ?3)
+                   ON CONFLICT(id) DO UPDATE SET doc = excluded.doc",
+                params![s.id, s.envelope.blob_id, serde_json::to_string(&s)?],
+            )?;
+            Ok(())
+        })
     }
 
     fn get_session(&self, id: &str) -> StorageResult<Option<UploadSession>> {
-        let doc: Option<String> = self
-            .conn()
-            .query_row("SELECT doc FROM upload_sessions WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?;
+        let doc: Option<String> =
+            self.read().query_row("SELECT doc FROM upload_sessions WHERE id = ?1", [id], |r| r.get(0)).optional()?;
         Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
     }
 
     fn delete_session(&self, id: &str) -> StorageResult<()> {
-        self.conn().execute("DELETE FROM upload_sessions WHERE id = ?1", [id])?;
-        Ok(())
+        let id = id.to_owned();
+        self.write(move |c| {
+            c.execute("DELETE FROM upload_sessions WHERE id = ?1", [&id])?;
+            Ok(())
+        })
     }
 
     fn blob_ids(&self) -> StorageResult<HashSet<String>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut out = HashSet::new();
         for sql in ["SELECT blob_id FROM objects", "SELECT blob_id FROM upload_sessions"] {
             let mut stmt = conn.prepare(sql)?;
@@ -420,8 +376,6 @@ impl MetaStore for SqliteMetaStore {
     }
 
     fn max_generation(&self) -> StorageResult<i64> {
-        Ok(self
-            .conn()
-            .query_row("SELECT COALESCE(MAX(generation), 0) FROM objects", [], |r| r.get(0))?)
+        Ok(self.read().query_row("SELECT COALESCE(MAX(generation), 0) FROM objects", [], |r| r.get(0))?)
     }
 }
