@@ -78,42 +78,48 @@ const MAX_GROUP: usize = 256;
 impl GroupWriter {
     pub fn start(conn: Connection, name: &str) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new().name(format!("{name}-writer")).spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut jobs = vec![first];
-                while jobs.len() < MAX_GROUP {
-                    match rx.try_recv() {
-                        Ok(j) => jobs.push(j),
-                        Err(_) => break,
+        std::thread::Builder::new()
+            .name(format!("{name}-writer"))
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
                     }
-                }
-                if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-                    let err = CommitError(e.to_string());
+                    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+                        let err = CommitError(e.to_string());
+                        for job in jobs {
+                            let (_, reply) = job(&conn);
+                            reply(Err(err.clone()));
+                        }
+                        continue;
+                    }
+                    let mut replies = Vec::with_capacity(jobs.len());
                     for job in jobs {
-                        let (_, reply) = job(&conn);
-                        reply(Err(err.clone()));
+                        let saved = conn.execute_batch("SAVEPOINT job");
+                        let (ok, reply) = job(&conn);
+                        let undo = if ok {
+                            "RELEASE job"
+                        } else {
+                            "ROLLBACK TO job; RELEASE job"
+                        };
+                        if saved.is_ok() && conn.execute_batch(undo).is_err() {
+                            tracing::error!("could not close a write savepoint");
+                        }
+                        replies.push(reply);
                     }
-                    continue;
-                }
-                let mut replies = Vec::with_capacity(jobs.len());
-                for job in jobs {
-                    let saved = conn.execute_batch("SAVEPOINT job");
-                    let (ok, reply) = job(&conn);
-                    let undo = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-                    if saved.is_ok() && conn.execute_batch(undo).is_err() {
-                        tracing::error!("could not close a write savepoint");
+                    let outcome = conn.execute_batch("COMMIT").map_err(|e| {
+                        let _ = conn.execute_batch("ROLLBACK");
+                        CommitError(e.to_string())
+                    });
+                    for reply in replies {
+                        reply(outcome.clone());
                     }
-                    replies.push(reply);
                 }
-                let outcome = conn.execute_batch("COMMIT").map_err(|e| {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    CommitError(e.to_string())
-                });
-                for reply in replies {
-                    reply(outcome.clone());
-                }
-            }
-        })?;
+            })?;
         Ok(Self { jobs: tx })
     }
 
@@ -139,7 +145,8 @@ impl GroupWriter {
         if self.jobs.send(job).is_err() {
             return Err(E::from(CommitError("the writer thread has stopped".into())));
         }
-        rx.recv().unwrap_or_else(|_| Err(E::from(CommitError("the writer thread has stopped".into()))))
+        rx.recv()
+            .unwrap_or_else(|_| Err(E::from(CommitError("the writer thread has stopped".into()))))
     }
 }
 
@@ -152,7 +159,10 @@ pub struct ReadPool {
 impl ReadPool {
     pub fn new(conns: Vec<Connection>) -> Self {
         assert!(!conns.is_empty(), "a read pool needs a connection");
-        Self { conns: conns.into_iter().map(std::sync::Mutex::new).collect(), next: Default::default() }
+        Self {
+            conns: conns.into_iter().map(std::sync::Mutex::new).collect(),
+            next: Default::default(),
+        }
     }
 
     pub fn get(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -185,14 +195,19 @@ mod tests {
                 let w = w.clone();
                 std::thread::spawn(move || {
                     w.run(move |c| -> Result<(), String> {
-                        c.execute("INSERT INTO t (k) VALUES (?1)", [i % 16]).map_err(|e| e.to_string())?;
+                        c.execute("INSERT INTO t (k) VALUES (?1)", [i % 16])
+                            .map_err(|e| e.to_string())?;
                         Ok(())
                     })
                 })
             })
             .map(|h| h.join().unwrap())
             .collect();
-        assert_eq!(handles.iter().filter(|r| r.is_ok()).count(), 16, "duplicates fail alone");
+        assert_eq!(
+            handles.iter().filter(|r| r.is_ok()).count(),
+            16,
+            "duplicates fail alone"
+        );
         let n: i64 = setup.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 16);
         std::fs::remove_dir_all(&dir).unwrap();

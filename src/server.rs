@@ -45,9 +45,15 @@ fn blob_store(spec: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<
 fn local_store(path: std::path::PathBuf) -> anyhow::Result<Arc<dyn object_store::ObjectStore>> {
     std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
     let mut removed = 0;
-    for entry in std::fs::read_dir(&path)?.flatten() {
-        if entry.file_name().to_string_lossy().contains('#') && std::fs::remove_file(entry.path()).is_ok() {
-            removed += 1;
+    let mut dirs = vec![path.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if entry.file_name().to_string_lossy().contains('#') && std::fs::remove_file(&p).is_ok() {
+                removed += 1;
+            }
         }
     }
     if removed > 0 {
@@ -164,8 +170,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         }),
         router(state),
     )
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     ticker.abort();
     tracing::info!("shut down");
     Ok(())

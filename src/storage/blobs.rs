@@ -24,29 +24,67 @@ pub fn new_blob_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// `ab/cd/abcd….N`: two levels of fan-out keep directories small, so concurrent
+/// creates and renames do not queue on one directory lock.
 fn part_path(blob_id: &str, part: usize) -> Path {
-    Path::from(format!("{blob_id}.{part}"))
+    let (a, b) = (blob_id.get(0..2).unwrap_or("00"), blob_id.get(2..4).unwrap_or("00"));
+    Path::from(format!("{a}/{b}/{blob_id}.{part}"))
 }
 
-/// Streams one part to the blob store.
+/// Streams one part to the blob store. Parts smaller than one upload chunk (most
+/// objects) are written with a single `put`; larger ones switch to a multipart upload
+/// so memory stays bounded.
 pub struct PartWriter {
-    upload: WriteMultipart,
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    state: WriterState,
+}
+
+enum WriterState {
+    Buffered(Vec<u8>),
+    Streaming(WriteMultipart),
 }
 
 impl PartWriter {
     pub async fn write(&mut self, data: &[u8]) -> StorageResult<()> {
-        self.upload.wait_for_capacity(2).await?;
-        self.upload.write(data);
-        Ok(())
+        match &mut self.state {
+            WriterState::Buffered(buf) if buf.len() + data.len() <= CHUNK => {
+                buf.extend_from_slice(data);
+                Ok(())
+            }
+            WriterState::Buffered(buf) => {
+                let upload = self.store.put_multipart(&self.path).await?;
+                let mut w = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+                w.write(buf);
+                w.wait_for_capacity(2).await?;
+                w.write(data);
+                self.state = WriterState::Streaming(w);
+                Ok(())
+            }
+            WriterState::Streaming(w) => {
+                w.wait_for_capacity(2).await?;
+                w.write(data);
+                Ok(())
+            }
+        }
     }
 
     pub async fn finish(self) -> StorageResult<()> {
-        self.upload.finish().await?;
+        match self.state {
+            WriterState::Buffered(buf) => {
+                self.store.put(&self.path, Bytes::from(buf).into()).await?;
+            }
+            WriterState::Streaming(w) => {
+                w.finish().await?;
+            }
+        }
         Ok(())
     }
 
     pub async fn abort(self) {
-        let _ = self.upload.abort().await;
+        if let WriterState::Streaming(w) = self.state {
+            let _ = w.abort().await;
+        }
     }
 }
 
@@ -56,9 +94,10 @@ impl BlobStore {
     }
 
     pub async fn begin_part(&self, blob_id: &str, part: usize) -> StorageResult<PartWriter> {
-        let upload = self.store.put_multipart(&part_path(blob_id, part)).await?;
         Ok(PartWriter {
-            upload: WriteMultipart::new_with_chunk_size(upload, CHUNK),
+            store: self.store.clone(),
+            path: part_path(blob_id, part),
+            state: WriterState::Buffered(Vec::new()),
         })
     }
 
@@ -89,8 +128,7 @@ impl BlobStore {
         let mut orphans = vec![];
         while let Some(meta) = listing.next().await {
             let meta = meta?;
-            let name = meta.location.to_string();
-            let id = name.split('.').next().unwrap_or("");
+            let id = meta.location.filename().and_then(|f| f.split('.').next()).unwrap_or("");
             if !referenced.contains(id) && meta.last_modified < older_than {
                 orphans.push(meta.location);
             }

@@ -90,14 +90,20 @@ impl SqliteMetaStore {
         w.execute_batch(SCHEMA)?;
         let writer = crate::db::GroupWriter::start(w, "meta").map_err(StorageError::internal)?;
         let readers = (0..4).map(|_| crate::db::open(path)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { writer, readers: crate::db::ReadPool::new(readers) })
+        Ok(Self {
+            writer,
+            readers: crate::db::ReadPool::new(readers),
+        })
     }
 
     fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.readers.get()
     }
 
-    fn write<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> StorageResult<R> + Send + 'static) -> StorageResult<R> {
+    fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StorageResult<R> + Send + 'static,
+    ) -> StorageResult<R> {
         self.writer.run(f)
     }
 }
@@ -140,7 +146,9 @@ fn not_found_object(bucket: &str, name: &str) -> StorageError {
 }
 
 fn bucket_doc(c: &Connection, name: &str) -> StorageResult<Option<Bucket>> {
-    let doc: Option<String> = c.query_row("SELECT doc FROM buckets WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+    let doc: Option<String> = c
+        .query_row("SELECT doc FROM buckets WHERE name = ?1", [name], |r| r.get(0))
+        .optional()?;
     Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
 }
 
@@ -177,12 +185,20 @@ impl MetaStore for SqliteMetaStore {
         bucket_doc(&self.read(), name)
     }
 
-    fn list_buckets(&self, project: &str, prefix: &str, after: Option<&str>, limit: usize) -> StorageResult<Vec<Bucket>> {
+    fn list_buckets(
+        &self,
+        project: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Bucket>> {
         let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT doc FROM buckets WHERE project = ?1 AND name >= ?2 AND name > ?3 ORDER BY name LIMIT ?4",
         )?;
-        let rows = stmt.query_map(params![project, prefix, after.unwrap_or(""), limit as i64], |r| r.get::<_, String>(0))?;
+        let rows = stmt.query_map(params![project, prefix, after.unwrap_or(""), limit as i64], |r| {
+            r.get::<_, String>(0)
+        })?;
         let mut out = vec![];
         for doc in rows {
             let b: Bucket = serde_json::from_str(&doc?)?;
@@ -204,7 +220,10 @@ impl MetaStore for SqliteMetaStore {
                     "At least one of the pre-conditions you specified did not hold (metageneration).".into(),
                 ));
             }
-            c.execute("UPDATE buckets SET doc = ?2 WHERE name = ?1", params![b.name, serde_json::to_string(&b)?])?;
+            c.execute(
+                "UPDATE buckets SET doc = ?2 WHERE name = ?1",
+                params![b.name, serde_json::to_string(&b)?],
+            )?;
             Ok(())
         })
     }
@@ -221,9 +240,13 @@ impl MetaStore for SqliteMetaStore {
                     "At least one of the pre-conditions you specified did not hold (ifMetagenerationMatch).".into(),
                 ));
             }
-            let any: Option<i64> = c.query_row("SELECT 1 FROM objects WHERE bucket = ?1 LIMIT 1", [&name], |r| r.get(0)).optional()?;
+            let any: Option<i64> = c
+                .query_row("SELECT 1 FROM objects WHERE bucket = ?1 LIMIT 1", [&name], |r| r.get(0))
+                .optional()?;
             if any.is_some() {
-                return Err(StorageError::Conflict(format!("The bucket you tried to delete is not empty: {name}")));
+                return Err(StorageError::Conflict(format!(
+                    "The bucket you tried to delete is not empty: {name}"
+                )));
             }
             c.execute("DELETE FROM buckets WHERE name = ?1", [&name])?;
             Ok(())
@@ -251,7 +274,15 @@ impl MetaStore for SqliteMetaStore {
         );
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(
-            params![q.bucket, q.start, has_after, after_name, after_gen, q.end, q.limit as i64],
+            params![
+                q.bucket,
+                q.start,
+                has_after,
+                after_name,
+                after_gen,
+                q.end,
+                q.limit as i64
+            ],
             |r| r.get::<_, String>(0),
         )?;
         let mut out = vec![];
@@ -261,11 +292,19 @@ impl MetaStore for SqliteMetaStore {
         Ok(out)
     }
 
-    fn commit_object(&self, rec: &ObjectRecord, pre: &Preconditions, keep_previous: bool) -> StorageResult<Option<ObjectRecord>> {
+    fn commit_object(
+        &self,
+        rec: &ObjectRecord,
+        pre: &Preconditions,
+        keep_previous: bool,
+    ) -> StorageResult<Option<ObjectRecord>> {
         let (rec, pre) = (rec.clone(), *pre);
         self.write(move |c| {
             if bucket_doc(c, &rec.bucket)?.is_none() {
-                return Err(StorageError::NotFound(format!("The specified bucket does not exist: {}", rec.bucket)));
+                return Err(StorageError::NotFound(format!(
+                    "The specified bucket does not exist: {}",
+                    rec.bucket
+                )));
             }
             let live = live_of(c, &rec.bucket, &rec.name)?;
             pre.check(live.as_ref().map(|l| (l.generation, l.metageneration)), false)?;
@@ -295,7 +334,13 @@ impl MetaStore for SqliteMetaStore {
             let n = c.execute(
                 "UPDATE objects SET doc = ?4 WHERE bucket = ?1 AND name = ?2 AND generation = ?3
                    AND json_extract(doc, '$.metageneration') = ?5",
-                params![rec.bucket, rec.name, rec.generation, serde_json::to_string(&rec)?, expected],
+                params![
+                    rec.bucket,
+                    rec.name,
+                    rec.generation,
+                    serde_json::to_string(&rec)?,
+                    expected
+                ],
             )?;
             if n == 0 {
                 return Err(StorageError::PreconditionFailed(
@@ -320,7 +365,9 @@ impl MetaStore for SqliteMetaStore {
                 None => live_of(c, &bucket, &name)?,
                 Some(g) => generation_doc(c, &bucket, &name, g)?,
             };
-            let Some(target) = target else { return Err(not_found_object(&bucket, &name)) };
+            let Some(target) = target else {
+                return Err(not_found_object(&bucket, &name));
+            };
             pre.check(Some((target.generation, target.metageneration)), false)?;
             if archive && generation.is_none() {
                 c.execute(
@@ -350,8 +397,10 @@ impl MetaStore for SqliteMetaStore {
     }
 
     fn get_session(&self, id: &str) -> StorageResult<Option<UploadSession>> {
-        let doc: Option<String> =
-            self.read().query_row("SELECT doc FROM upload_sessions WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        let doc: Option<String> = self
+            .read()
+            .query_row("SELECT doc FROM upload_sessions WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
         Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
     }
 
@@ -376,6 +425,8 @@ impl MetaStore for SqliteMetaStore {
     }
 
     fn max_generation(&self) -> StorageResult<i64> {
-        Ok(self.read().query_row("SELECT COALESCE(MAX(generation), 0) FROM objects", [], |r| r.get(0))?)
+        Ok(self
+            .read()
+            .query_row("SELECT COALESCE(MAX(generation), 0) FROM objects", [], |r| r.get(0))?)
     }
 }
