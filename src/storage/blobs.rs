@@ -41,29 +41,34 @@ pub struct PartWriter {
 }
 
 enum WriterState {
-    Buffered(Vec<u8>),
+    /// Segments held until the part is big enough to need a multipart upload.
+    Buffered(Vec<Bytes>, usize),
     Streaming(WriteMultipart),
 }
 
 impl PartWriter {
-    pub async fn write(&mut self, data: &[u8]) -> StorageResult<()> {
+    /// Takes ownership of a sealed segment: no copy on the way to the store.
+    pub async fn write(&mut self, data: Bytes) -> StorageResult<()> {
         match &mut self.state {
-            WriterState::Buffered(buf) if buf.len() + data.len() <= CHUNK => {
-                buf.extend_from_slice(data);
+            WriterState::Buffered(parts, len) if *len + data.len() <= CHUNK => {
+                *len += data.len();
+                parts.push(data);
                 Ok(())
             }
-            WriterState::Buffered(buf) => {
+            WriterState::Buffered(parts, _) => {
                 let upload = self.store.put_multipart(&self.path).await?;
                 let mut w = WriteMultipart::new_with_chunk_size(upload, CHUNK);
-                w.write(buf);
+                for p in std::mem::take(parts) {
+                    w.put(p);
+                }
                 w.wait_for_capacity(2).await?;
-                w.write(data);
+                w.put(data);
                 self.state = WriterState::Streaming(w);
                 Ok(())
             }
             WriterState::Streaming(w) => {
                 w.wait_for_capacity(2).await?;
-                w.write(data);
+                w.put(data);
                 Ok(())
             }
         }
@@ -71,8 +76,8 @@ impl PartWriter {
 
     pub async fn finish(self) -> StorageResult<()> {
         match self.state {
-            WriterState::Buffered(buf) => {
-                self.store.put(&self.path, Bytes::from(buf).into()).await?;
+            WriterState::Buffered(parts, _) => {
+                self.store.put(&self.path, parts.into_iter().collect()).await?;
             }
             WriterState::Streaming(w) => {
                 w.finish().await?;
@@ -97,7 +102,7 @@ impl BlobStore {
         Ok(PartWriter {
             store: self.store.clone(),
             path: part_path(blob_id, part),
-            state: WriterState::Buffered(Vec::new()),
+            state: WriterState::Buffered(Vec::new(), 0),
         })
     }
 

@@ -240,11 +240,9 @@ impl Storage {
                     "The request body is longer than its Content-Range.",
                 ));
             }
-            let mut d = &data[..];
-            let k = skip.min(d.len() as u64) as usize;
-            d = &d[k..];
+            let k = skip.min(data.len() as u64) as usize;
             skip -= k as u64;
-            if let Err(e) = sink.write(d).await {
+            if let Err(e) = sink.write(data.slice(k..)).await {
                 sink.abort().await;
                 return Err(e);
             }
