@@ -177,6 +177,12 @@ impl ReadPool {
     }
 }
 
+impl From<CommitError> for String {
+    fn from(e: CommitError) -> Self {
+        e.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,11 +217,5 @@ mod tests {
         let n: i64 = setup.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 16);
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
-impl From<CommitError> for String {
-    fn from(e: CommitError) -> Self {
-        e.to_string()
     }
 }
