@@ -71,6 +71,8 @@ fn bench_http() -> f64 {
         root_key_env: None,
         allow_public_dev: false,
         blob_store: Some("memory://".into()),
+        auto_grant_service_agent: true,
+        kms_ops_per_minute: None,
     };
     let state = sealstore::server::build(&cfg).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

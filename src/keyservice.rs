@@ -17,7 +17,11 @@ const GOOGLE_MANAGED_KEY: &str = "objects";
 pub struct KmsKeyService {
     kms: Kms,
     google: CryptoKeyName,
+    policies: std::sync::Arc<crate::iam::PolicyStore>,
 }
+
+const USE_TO_ENCRYPT: &str = "cloudkms.cryptoKeyVersions.useToEncrypt";
+const USE_TO_DECRYPT: &str = "cloudkms.cryptoKeyVersions.useToDecrypt";
 
 fn key_error(e: KmsError, key: &str) -> KeyError {
     match e {
@@ -33,7 +37,7 @@ fn key_error(e: KmsError, key: &str) -> KeyError {
 
 impl KmsKeyService {
     /// Creates the Google-managed key on first start.
-    pub fn new(kms: Kms) -> Result<Self, KmsError> {
+    pub fn new(kms: Kms, policies: std::sync::Arc<crate::iam::PolicyStore>) -> Result<Self, KmsError> {
         let loc = LocationName::new(GOOGLE_MANAGED_PROJECT, "global")?;
         let ring = loc.key_ring(GOOGLE_MANAGED_RING)?;
         let google = ring.crypto_key(GOOGLE_MANAGED_KEY)?;
@@ -58,7 +62,23 @@ impl KmsKeyService {
                 },
             )?;
         }
-        Ok(Self { kms, google })
+        Ok(Self { kms, google, policies })
+    }
+
+    /// Storage uses customer keys as the project's service agent: the agent, not the
+    /// caller, needs `permission` on the key (directly, or via its key ring or project).
+    fn check_agent(&self, project: &str, key: &CryptoKeyName, permission: &str) -> Result<(), KeyError> {
+        let agent = crate::iam::roles::storage_service_agent(project);
+        let chain = [
+            key.to_string(),
+            key.key_ring.to_string(),
+            format!("projects/{}", key.key_ring.project),
+        ];
+        match crate::iam::has_permission(&self.policies, &agent, &chain, permission) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(KeyError::PermissionDenied),
+            Err(e) => Err(KeyError::Internal(e.to_string())),
+        }
     }
 
     /// A customer-managed key named on a request: unversioned, and a real
@@ -78,10 +98,19 @@ impl KmsKeyService {
 }
 
 impl KeyService for KmsKeyService {
-    fn wrap(&self, _project: &str, choice: &KeyChoice, dek: &[u8], aad: &[u8]) -> Result<WrappedDek, KeyError> {
+    fn validate(&self, project: &str, key_name: &str) -> Result<(), KeyError> {
+        let key = self.cmek(key_name)?;
+        self.check_agent(project, &key, USE_TO_ENCRYPT)
+    }
+
+    fn wrap(&self, project: &str, choice: &KeyChoice, dek: &[u8], aad: &[u8]) -> Result<WrappedDek, KeyError> {
         let (key, label) = match choice {
             KeyChoice::GoogleManaged => (self.google.clone(), self.google.to_string()),
-            KeyChoice::Cmek(name) => (self.cmek(name)?, name.clone()),
+            KeyChoice::Cmek(name) => {
+                let key = self.cmek(name)?;
+                self.check_agent(project, &key, USE_TO_ENCRYPT)?;
+                (key, name.clone())
+            }
         };
         let out = self
             .kms
@@ -95,12 +124,15 @@ impl KeyService for KmsKeyService {
 
     fn unwrap(
         &self,
-        _project: &str,
+        project: &str,
         key_version: &str,
         wrapped: &[u8],
         aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let version = ResourceName::parse_version(key_version).map_err(|_| KeyError::Bad(key_version.to_owned()))?;
+        if version.key != self.google {
+            self.check_agent(project, &version.key, USE_TO_DECRYPT)?;
+        }
         let out = self
             .kms
             .decrypt(&version.key, wrapped, aad)

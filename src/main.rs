@@ -42,6 +42,14 @@ struct ServeArgs {
     /// Blob backend: `file://PATH` (default `file://DATA_DIR/blobs`) or `memory://`.
     #[arg(long, env = "SEALSTORE_BLOB_STORE")]
     blob_store: Option<String>,
+    /// Make each new key's project storage service agent an encrypter/decrypter on the
+    /// key (default: on with --auth dev). Pass `--auto-grant-service-agent=false` to
+    /// grant by hand with setIamPolicy.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    auto_grant_service_agent: Option<bool>,
+    /// Per-project limit on KMS encrypt/decrypt requests per minute (unset: no limit).
+    #[arg(long, env = "SEALSTORE_KMS_OPS_PER_MINUTE")]
+    kms_ops_per_minute: Option<u32>,
     /// Allow `--auth dev` (no credentials, everyone is owner) on a non-loopback address.
     #[arg(long)]
     insecure_dev_on_public_address: bool,
@@ -74,6 +82,10 @@ fn main() -> anyhow::Result<()> {
             let cfg = sealstore::server::ServeConfig {
                 allow_public_dev: args.insecure_dev_on_public_address,
                 blob_store: args.blob_store,
+                auto_grant_service_agent: args
+                    .auto_grant_service_agent
+                    .unwrap_or(matches!(args.auth, AuthMode::Dev)),
+                kms_ops_per_minute: args.kms_ops_per_minute,
                 data_dir: args.data_dir,
                 addr: args.addr,
                 fake_clock: args.fake_clock,

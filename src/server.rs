@@ -28,6 +28,10 @@ pub struct ServeConfig {
     pub allow_public_dev: bool,
     /// `file://PATH` or `memory://`; default `file://DATA_DIR/blobs`.
     pub blob_store: Option<String>,
+    /// Grant each new key's project storage agent use of the key (dev default).
+    pub auto_grant_service_agent: bool,
+    /// KMS encrypt/decrypt requests allowed per project per minute (`None`: unlimited).
+    pub kms_ops_per_minute: Option<u32>,
 }
 
 /// Opens the blob store named by `--blob-store`.
@@ -100,8 +104,12 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
     };
     let store = SqliteKmsStore::new(crate::db::open(&db_path)?)?;
     let kms = Kms::open(Arc::new(store), Sealer::new(&root), clock.clone())?;
+    if let Some(n) = cfg.kms_ops_per_minute {
+        // The Google-managed key's internal project is not a customer project: no quota.
+        kms.set_quota(n, &[crate::keyservice::GOOGLE_MANAGED_PROJECT]);
+    }
     let policies = Arc::new(PolicyStore::new(crate::db::open(&db_path)?)?);
-    let keys = Arc::new(crate::keyservice::KmsKeyService::new(kms.clone())?);
+    let keys = Arc::new(crate::keyservice::KmsKeyService::new(kms.clone(), policies.clone())?);
     let meta = Arc::new(crate::storage::meta::SqliteMetaStore::open(&db_path)?);
     let blobs = crate::storage::blobs::BlobStore::new(blob_store(cfg.blob_store.as_deref(), &cfg.data_dir)?);
     let storage = Arc::new(crate::storage::Storage::new(meta, blobs, keys, clock.clone())?);
@@ -112,6 +120,7 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
         fake_clock: cfg.fake_clock,
         settings,
         storage,
+        auto_grant_service_agent: cfg.auto_grant_service_agent,
     })
 }
 

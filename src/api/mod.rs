@@ -23,6 +23,9 @@ pub struct AppState {
     pub fake_clock: bool,
     pub settings: Arc<crate::db::Settings>,
     pub storage: Arc<crate::storage::Storage>,
+    /// `--auto-grant-service-agent`: new keys get their project's storage agent as
+    /// encrypter/decrypter, in the key's own (visible, removable) policy.
+    pub auto_grant_service_agent: bool,
 }
 
 pub fn router(state: AppState) -> Router {

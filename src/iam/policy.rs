@@ -173,6 +173,32 @@ impl PolicyStore {
     }
 }
 
+impl PolicyStore {
+    /// Adds `member` to `role` on `resource` (read-modify-write with the etag).
+    pub fn add_binding(&self, resource: &str, role: &str, member: &str) -> Result<Policy, IamError> {
+        loop {
+            let mut policy = self.get(resource)?;
+            match policy
+                .bindings
+                .iter_mut()
+                .find(|b| b.role == role && b.condition.is_none())
+            {
+                Some(b) if b.members.iter().any(|m| m == member) => return Ok(policy),
+                Some(b) => b.members.push(member.to_owned()),
+                None => policy.bindings.push(Binding {
+                    role: role.to_owned(),
+                    members: vec![member.to_owned()],
+                    condition: None,
+                }),
+            }
+            match self.set(resource, policy) {
+                Err(IamError::Aborted(_)) => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

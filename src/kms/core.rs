@@ -66,6 +66,14 @@ pub(super) struct Inner {
     generation: Mutex<VecDeque<(VersionName, Algorithm)>>,
     generation_wake: Condvar,
     generation_started: std::sync::Once,
+    quota: Mutex<Option<Quota>>,
+}
+
+/// A per-project token bucket on encrypt/decrypt requests (Cloud KMS quotas).
+struct Quota {
+    per_minute: u32,
+    exempt: Vec<String>,
+    buckets: std::collections::HashMap<String, (f64, std::time::Instant)>,
 }
 
 /// More asymmetric versions than this waiting for generation → RESOURCE_EXHAUSTED.
@@ -244,6 +252,7 @@ impl Kms {
                 generation: Mutex::new(VecDeque::new()),
                 generation_wake: Condvar::new(),
                 generation_started: std::sync::Once::new(),
+                quota: Mutex::new(None),
             }),
         };
         kms.resume_pending_generation();
@@ -265,6 +274,37 @@ impl Kms {
         self.inner
             .pool_started
             .call_once(|| super::import::start_pool_worker(weak));
+    }
+
+    /// Limits encrypt/decrypt to `per_minute` requests per project (token bucket);
+    /// `exempt` projects are not limited.
+    pub fn set_quota(&self, per_minute: u32, exempt: &[&str]) {
+        *self.inner.quota.lock().unwrap_or_else(|e| e.into_inner()) = Some(Quota {
+            per_minute,
+            exempt: exempt.iter().map(|s| (*s).to_owned()).collect(),
+            buckets: Default::default(),
+        });
+    }
+
+    fn take_quota(&self, project: &str) -> KmsResult<()> {
+        let mut guard = self.inner.quota.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(q) = guard.as_mut() else { return Ok(()) };
+        if q.exempt.iter().any(|p| p == project) {
+            return Ok(());
+        }
+        let cap = f64::from(q.per_minute);
+        let now = std::time::Instant::now();
+        let (tokens, last) = q.buckets.entry(project.to_owned()).or_insert((cap, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * cap / 60.0).min(cap);
+        *last = now;
+        if *tokens < 1.0 {
+            return Err(KmsError::ResourceExhausted(format!(
+                "Quota exceeded for quota metric 'Cryptographic requests' of project {project}: {} per minute.",
+                q.per_minute
+            )));
+        }
+        *tokens -= 1.0;
+        Ok(())
     }
 
     pub fn set_destroy_guard(&self, guard: Arc<dyn DestroyGuard>) {
@@ -926,6 +966,7 @@ impl Kms {
         plaintext: &[u8],
         aad: &[u8],
     ) -> KmsResult<EncryptOutput> {
+        self.take_quota(&key_name.key_ring.project)?;
         let (material, level, id) = {
             let state = self.read();
             let entry = Self::key_entry(&state, key_name)?;
@@ -965,6 +1006,7 @@ impl Kms {
                 MAX_SOFTWARE_INPUT + ciphertext::OVERHEAD
             )));
         }
+        self.take_quota(&key_name.key_ring.project)?;
         let (material, level, used_primary) = {
             let state = self.read();
             let entry = Self::key_entry(&state, key_name)?;

@@ -3,9 +3,10 @@
 //! write leaves nothing visible, and its blob is deleted (or swept after a crash).
 
 use super::blobs::{BlobStore, PartWriter, new_blob_id};
+use super::csek::CustomerKey;
 use super::error::{StorageError, StorageResult};
 use super::hashing::{HashPipeline, Hashes};
-use super::keys::{KeyChoice, KeyService};
+use super::keys::{KeyChoice, KeyService, check_key_location};
 use super::meta::{ListQuery, MetaStore};
 use super::model::{Bucket, Envelope, KeyKind, ObjectMeta, ObjectRecord, Preconditions};
 use super::names::{check_bucket_name, check_object_name};
@@ -74,6 +75,8 @@ pub struct WriteSpec {
     pub kms_key_name: Option<String>,
     /// For composites: their component count. Composites have no MD5.
     pub component_count: Option<u32>,
+    /// A customer-supplied key: it protects the object instead of any KMS key.
+    pub csek: Option<Arc<CustomerKey>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,7 +323,11 @@ impl Storage {
             data_locations = spec.data_locations.iter().map(|r| r.to_uppercase()).collect();
             location_type = "dual-region";
         }
-        let storage_class = spec.storage_class.unwrap_or_else(|| "STANDARD".into()).to_uppercase();
+        let storage_class = spec
+            .storage_class
+            .clone()
+            .unwrap_or_else(|| "STANDARD".into())
+            .to_uppercase();
         if !STORAGE_CLASSES.contains(&storage_class.as_str()) {
             return Err(StorageError::invalid(format!(
                 "Invalid storage class: {storage_class}."
@@ -341,9 +348,21 @@ impl Storage {
             labels: spec.labels,
             default_kms_key_name: spec.default_kms_key_name,
         };
+        if let Some(k) = &bucket.default_kms_key_name {
+            self.validate_default_key(&bucket, k)?;
+        }
         let b = bucket.clone();
         self.blocking(move |m| m.insert_bucket(&b)).await?;
         Ok(bucket)
+    }
+
+    /// A bucket's default key must be an unversioned, usable key in the right location.
+    fn validate_default_key(&self, bucket: &Bucket, key: &str) -> StorageResult<()> {
+        if key.contains("/cryptoKeyVersions/") {
+            return Err(StorageError::invalid(format!("Bad Cloud KMS crypto key: {key}")));
+        }
+        check_key_location(bucket, key)?;
+        Ok(self.keys.validate(&bucket.project, key)?)
     }
 
     pub async fn get_bucket(&self, name: &str) -> StorageResult<Bucket> {
@@ -403,6 +422,9 @@ impl Storage {
             b.storage_class = c;
         }
         if let Some(k) = patch.default_kms_key_name {
+            if let Some(name) = &k {
+                self.validate_default_key(&b, name)?;
+            }
             b.default_kms_key_name = k;
         }
         b.metageneration += 1;
@@ -420,36 +442,55 @@ impl Storage {
 
     // ---- writes ----------------------------------------------------------------------
 
-    /// Chooses the key for a new object: the request's key, else the bucket default,
-    /// else the Google-managed key.
-    pub(super) fn key_choice(&self, bucket: &Bucket, requested: Option<&str>) -> KeyChoice {
-        match requested.or(bucket.default_kms_key_name.as_deref()) {
-            Some(k) => KeyChoice::Cmek(k.to_owned()),
-            None => KeyChoice::GoogleManaged,
-        }
-    }
-
-    /// A fresh DEK, wrapped, with its blob id and nonce prefix.
+    /// Seals a fresh DEK for a new object of `bucket`. Precedence: a customer-supplied
+    /// key, else the request's KMS key, else the bucket default, else the Google-managed
+    /// key. A CSEK together with an explicit KMS key is refused.
     pub(super) fn new_envelope(
         &self,
         bucket: &Bucket,
-        choice: &KeyChoice,
+        kms_key_name: Option<&str>,
+        csek: Option<&CustomerKey>,
     ) -> StorageResult<(Envelope, Arc<ObjectCipher>)> {
         let dek = Dek::generate();
         let blob_id = new_blob_id();
         let prefix = random_prefix();
-        let wrapped = self
-            .keys
-            .wrap(&bucket.project, choice, dek.bytes(), &dek_aad(&blob_id))?;
+        let aad = dek_aad(&blob_id);
+        let (kind, key_version, wrapped_dek, csek_sha256) = match (csek, kms_key_name) {
+            (Some(_), Some(_)) => {
+                return Err(StorageError::invalid(
+                    "A customer-supplied encryption key and a Cloud KMS key cannot both be used for one object.",
+                ));
+            }
+            (Some(k), None) => (
+                KeyKind::Csek,
+                String::new(),
+                k.wrap(dek.bytes(), &aad),
+                Some(k.sha256_b64()),
+            ),
+            (None, requested) => {
+                let choice = match requested.or(bucket.default_kms_key_name.as_deref()) {
+                    Some(k) => {
+                        check_key_location(bucket, k)?;
+                        KeyChoice::Cmek(k.to_owned())
+                    }
+                    None => KeyChoice::GoogleManaged,
+                };
+                let kind = if choice == KeyChoice::GoogleManaged {
+                    KeyKind::GoogleManaged
+                } else {
+                    KeyKind::Cmek
+                };
+                let wrapped = self.keys.wrap(&bucket.project, &choice, dek.bytes(), &aad)?;
+                (kind, wrapped.key_version, wrapped.ciphertext, None)
+            }
+        };
         let cipher = Arc::new(ObjectCipher::new(&dek, prefix, &blob_id));
         let envelope = Envelope {
             project: bucket.project.clone(),
-            kind: match choice {
-                KeyChoice::GoogleManaged => KeyKind::GoogleManaged,
-                KeyChoice::Cmek(_) => KeyKind::Cmek,
-            },
-            key_version: wrapped.key_version,
-            wrapped_dek: wrapped.ciphertext,
+            kind,
+            key_version,
+            wrapped_dek,
+            csek_sha256,
             blob_id,
             nonce_prefix: prefix.to_vec(),
             parts: vec![],
@@ -458,12 +499,37 @@ impl Storage {
         Ok((envelope, cipher))
     }
 
-    /// Unwraps an object's DEK (checking the key version is usable) and its hashes.
-    pub fn open(&self, record: ObjectRecord) -> StorageResult<OpenObject> {
-        let env = &record.envelope;
-        let dek_bytes = self
-            .keys
-            .unwrap(&env.project, &env.key_version, &env.wrapped_dek, &dek_aad(&env.blob_id))?;
+    /// Recovers an object's DEK: through the KMS (which checks the version is usable and
+    /// the service agent may use it) or with the customer-supplied key, which must be
+    /// the one the object was written with.
+    pub(super) fn unwrap_dek(&self, env: &Envelope, csek: Option<&CustomerKey>) -> StorageResult<Arc<ObjectCipher>> {
+        let aad = dek_aad(&env.blob_id);
+        let dek_bytes = match (&env.kind, csek) {
+            (KeyKind::Csek, None) => {
+                return Err(StorageError::BadRequest {
+                    reason: "resourceIsEncryptedWithCustomerEncryptionKey",
+                    message: "The target object is encrypted by a customer-supplied encryption key.".into(),
+                });
+            }
+            (KeyKind::Csek, Some(k)) => {
+                if !env.csek_sha256.as_deref().is_some_and(|s| k.matches(s)) {
+                    return Err(StorageError::BadRequest {
+                        reason: "customerEncryptionKeyIsIncorrect",
+                        message: "The provided encryption key is incorrect.".into(),
+                    });
+                }
+                k.unwrap(&env.wrapped_dek, &aad)?
+            }
+            (_, Some(_)) => {
+                return Err(StorageError::BadRequest {
+                    reason: "resourceNotEncryptedWithCustomerEncryptionKey",
+                    message: "The target object is not encrypted by a customer-supplied encryption key.".into(),
+                });
+            }
+            (_, None) => self
+                .keys
+                .unwrap(&env.project, &env.key_version, &env.wrapped_dek, &aad)?,
+        };
         let dek =
             Dek::from_bytes(&dek_bytes).ok_or_else(|| StorageError::internal("unwrapped DEK has the wrong length"))?;
         let prefix: [u8; 7] = env
@@ -471,9 +537,14 @@ impl Storage {
             .as_slice()
             .try_into()
             .map_err(|_| StorageError::internal("bad nonce prefix"))?;
-        let cipher = Arc::new(ObjectCipher::new(&dek, prefix, &env.blob_id));
+        Ok(Arc::new(ObjectCipher::new(&dek, prefix, &env.blob_id)))
+    }
+
+    /// Unwraps an object's DEK and its hashes, so it can be read.
+    pub fn open(&self, record: ObjectRecord, csek: Option<&CustomerKey>) -> StorageResult<OpenObject> {
+        let cipher = self.unwrap_dek(&record.envelope, csek)?;
         let (crc32c, md5) = cipher
-            .open_hashes(&env.sealed_hashes)
+            .open_hashes(&record.envelope.sealed_hashes)
             .map_err(|_| StorageError::internal("sealed hashes failed to open"))?;
         Ok(OpenObject {
             record,
@@ -588,8 +659,7 @@ impl Storage {
         E: Into<StorageError>,
     {
         let bucket = self.prepare_write(&spec).await?;
-        let choice = self.key_choice(&bucket, spec.kms_key_name.as_deref());
-        let (mut envelope, cipher) = self.new_envelope(&bucket, &choice)?;
+        let (mut envelope, cipher) = self.new_envelope(&bucket, spec.kms_key_name.as_deref(), spec.csek.as_deref())?;
         let writer = self.blobs.begin_part(&envelope.blob_id, 0).await?;
         let mut sink = SegmentSink::new(cipher.clone(), writer, 0, Hashes::default());
         futures::pin_mut!(body);

@@ -22,6 +22,10 @@ pub struct WrappedDek {
 }
 
 pub trait KeyService: Send + Sync {
+    /// Checks that a customer-managed key can encrypt new objects of `project` now
+    /// (it exists, is ENCRYPT_DECRYPT, has an enabled primary, and the project's service
+    /// agent may use it).
+    fn validate(&self, project: &str, key_name: &str) -> Result<(), KeyError>;
     /// Wraps `dek` for an object of `project`, binding `aad`.
     fn wrap(&self, project: &str, key: &KeyChoice, dek: &[u8], aad: &[u8]) -> Result<WrappedDek, KeyError>;
     /// Unwraps a DEK; fails closed if the version is not usable.
@@ -32,4 +36,28 @@ pub trait KeyService: Send + Sync {
         wrapped: &[u8],
         aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeyError>;
+}
+
+/// The seed's location rule: the key ring must be where the data is. A region bucket
+/// needs a key ring in that region; a multi-region bucket the same multi-region; a
+/// configurable dual-region the multi-region containing both regions; a predefined
+/// dual-region (ASIA1, EUR4, NAM4) the same dual-region. `global` key rings never fit.
+pub fn check_key_location(bucket: &super::model::Bucket, key_name: &str) -> super::StorageResult<()> {
+    let key_loc = key_name.split('/').nth(3).unwrap_or("");
+    let expected = bucket.location.to_lowercase();
+    if key_loc == expected && key_loc != "global" {
+        return Ok(());
+    }
+    let detail = if key_loc == "global" {
+        "a global key ring cannot protect bucket data".to_owned()
+    } else {
+        format!("the key ring must be in {expected}")
+    };
+    Err(super::StorageError::BadRequest {
+        reason: "cloudKmsKeyLocationNotAllowed",
+        message: format!(
+            "Cloud KMS key {key_name} is in location {key_loc}, which cannot be used for bucket {} in location {}: {detail}.",
+            bucket.name, bucket.location
+        ),
+    })
 }

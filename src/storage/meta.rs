@@ -134,7 +134,8 @@ fn insert_object(tx: &Connection, rec: &ObjectRecord, live: bool) -> StorageResu
             rec.generation,
             live,
             rec.envelope.blob_id,
-            rec.envelope.key_version,
+            // Indexed for finding objects by key: the KMS version, or `csek:<sha256>`.
+            rec.envelope.csek_sha256.as_ref().map_or_else(|| rec.envelope.key_version.clone(), |s| format!("csek:{s}")),
             serde_json::to_string(rec)?
         ],
     )?;

@@ -2,6 +2,7 @@
 //! keys are reached only through `KeyService`.
 
 pub mod blobs;
+pub mod csek;
 pub mod engine;
 pub mod error;
 pub mod hashing;
@@ -12,6 +13,7 @@ pub mod names;
 pub mod resumable;
 pub mod segment;
 
+pub use csek::CustomerKey;
 pub use engine::{BucketPatch, ListPage, ListSpec, NewBucket, ObjectHashes, OpenObject, Storage, WriteSpec};
 pub use error::{KeyError, StorageError, StorageResult};
 pub use keys::{KeyChoice, KeyService, WrappedDek};

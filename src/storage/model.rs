@@ -48,6 +48,8 @@ pub enum KeyKind {
     GoogleManaged,
     /// Wrapped by a customer-managed KMS key.
     Cmek,
+    /// Wrapped by a customer-supplied key (only its SHA-256 is stored).
+    Csek,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +61,9 @@ pub struct Envelope {
     pub key_version: String,
     #[serde(with = "b64")]
     pub wrapped_dek: Vec<u8>,
+    /// For CSEK objects: base64 SHA-256 of the customer's key.
+    #[serde(default)]
+    pub csek_sha256: Option<String>,
     /// Random id naming the blob parts; never derived from bucket or object names.
     pub blob_id: String,
     #[serde(with = "b64")]

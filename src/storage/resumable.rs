@@ -2,14 +2,13 @@
 //! multiples of 256 KiB), and the session (wrapped DEK, parts, running hash state) is
 //! persisted after every chunk, so an upload survives a server restart.
 
+use super::csek::CustomerKey;
 use super::engine::{ObjectHashes, SegmentSink, Storage, WriteSpec};
 use super::error::{StorageError, StorageResult};
 use super::hashing::Hashes;
 use super::model::{ObjectRecord, UploadSession};
-use super::segment::Dek;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use std::sync::Arc;
 
 /// Non-final chunks must be multiples of this.
 pub const CHUNK_GRANULARITY: u64 = 256 * 1024;
@@ -93,8 +92,7 @@ fn gone(id: &str) -> StorageError {
 impl Storage {
     pub async fn start_resumable(&self, spec: WriteSpec, total: Option<u64>) -> StorageResult<String> {
         let bucket = self.prepare_write(&spec).await?;
-        let choice = self.key_choice(&bucket, spec.kms_key_name.as_deref());
-        let (envelope, _) = self.new_envelope(&bucket, &choice)?;
+        let (envelope, _) = self.new_envelope(&bucket, spec.kms_key_name.as_deref(), spec.csek.as_deref())?;
         let session = UploadSession {
             id: super::blobs::new_blob_id(),
             bucket: spec.bucket,
@@ -134,11 +132,16 @@ impl Storage {
         self.blocking(move |m| m.get_session(&i)).await?.ok_or_else(|| gone(id))
     }
 
-    async fn completed(&self, s: &UploadSession, generation: i64) -> StorageResult<ChunkOutcome> {
+    async fn completed(
+        &self,
+        s: &UploadSession,
+        generation: i64,
+        csek: Option<&CustomerKey>,
+    ) -> StorageResult<ChunkOutcome> {
         let rec = self
             .get_object(&s.bucket, &s.name, Some(generation), &Default::default())
             .await?;
-        let opened = self.open(rec)?;
+        let opened = self.open(rec, csek)?;
         Ok(ChunkOutcome::Complete(Box::new(opened.record.clone()), opened.hashes))
     }
 
@@ -149,6 +152,7 @@ impl Storage {
         range: ChunkRange,
         final_crc32c: Option<u32>,
         final_md5: Option<[u8; 16]>,
+        csek: Option<&CustomerKey>,
         body: S,
     ) -> StorageResult<ChunkOutcome>
     where
@@ -158,7 +162,7 @@ impl Storage {
         let _guard = self.lock_session(id)?;
         let mut s = self.session(id).await?;
         if let Some(g) = s.completed_generation {
-            return self.completed(&s, g).await;
+            return self.completed(&s, g, csek).await;
         }
         let (start, end, total) = match range {
             ChunkRange::Query { total: None } => return Ok(ChunkOutcome::Incomplete { persisted: s.persisted }),
@@ -195,24 +199,7 @@ impl Storage {
                 "Invalid request.  The number of bytes uploaded is required to be equal or greater than {CHUNK_GRANULARITY}, except for the final request (it's recommended to be the exact multiple of {CHUNK_GRANULARITY}).  The received request contained {new_bytes} bytes, which does not meet this requirement."
             )));
         }
-        let dek_bytes = self.keys.unwrap(
-            &s.envelope.project,
-            &s.envelope.key_version,
-            &s.envelope.wrapped_dek,
-            &{
-                let mut v = b"sealstore-dek-v1\0".to_vec();
-                v.extend_from_slice(s.envelope.blob_id.as_bytes());
-                v
-            },
-        )?;
-        let dek = Dek::from_bytes(&dek_bytes).ok_or_else(|| StorageError::internal("bad DEK length"))?;
-        let prefix: [u8; 7] = s
-            .envelope
-            .nonce_prefix
-            .as_slice()
-            .try_into()
-            .map_err(StorageError::internal)?;
-        let cipher = Arc::new(super::segment::ObjectCipher::new(&dek, prefix, &s.envelope.blob_id));
+        let cipher = self.unwrap_dek(&s.envelope, csek)?;
         let hashes = Hashes::from_state(&s.hash_state).ok_or_else(|| StorageError::internal("bad hash state"))?;
         let first_segment: u64 = s.envelope.parts.iter().sum();
         let part_no = s.envelope.parts.len();
@@ -276,6 +263,7 @@ impl Storage {
             expected_md5: s.expected_md5,
             kms_key_name: None,
             component_count: None,
+            csek: None,
         };
         // Both the initiate body's checksums and the last chunk's x-goog-hash must hold.
         let final_spec = WriteSpec {

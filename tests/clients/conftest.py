@@ -668,3 +668,73 @@ def gcs_error_reason(exc_or_response) -> Optional[str]:
     if errors and isinstance(errors[0], dict):
         return errors[0].get("reason")
     return None
+
+
+# --------------------------------------------------------------------------------------
+# CMEK / CSEK helpers (issue 6)
+# --------------------------------------------------------------------------------------
+
+ENCRYPTER_DECRYPTER_ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+
+
+def storage_service_agent(project: str = PROJECT) -> str:
+    """The email of a project's Cloud Storage service agent, as sealstore names it."""
+    return f"service-{project}@gs-project-accounts.iam.gserviceaccount.com"
+
+
+def create_key_ring_at(
+    client: kms.KeyManagementServiceClient,
+    location: str,
+    *,
+    project: str = PROJECT,
+    prefix: str = "ring",
+) -> kms.KeyRing:
+    """A new key ring in ``projects/{project}/locations/{location}``."""
+    ring_id = unique_id(prefix)
+    parent = f"projects/{project}/locations/{location}"
+    ring = client.create_key_ring(request={"parent": parent, "key_ring_id": ring_id, "key_ring": {}})
+    assert ring.name == f"{parent}/keyRings/{ring_id}"
+    return ring
+
+
+def csek_headers(key: bytes, *, copy_source: bool = False, algorithm: str = "AES256") -> Dict[str, str]:
+    """The three CSEK headers for a raw 32-byte ``key`` (``x-goog-encryption-*``, or
+    ``x-goog-copy-source-encryption-*`` with ``copy_source=True``)."""
+    import base64
+    import hashlib
+
+    prefix = "x-goog-copy-source-encryption-" if copy_source else "x-goog-encryption-"
+    return {
+        f"{prefix}algorithm": algorithm,
+        f"{prefix}key": base64.b64encode(bytes(key)).decode("ascii"),
+        f"{prefix}key-sha256": base64.b64encode(hashlib.sha256(bytes(key)).digest()).decode("ascii"),
+    }
+
+
+def csek_key_sha256(key: bytes) -> str:
+    """``customerEncryption.keySha256``: base64 of SHA-256 of the raw key."""
+    import base64
+    import hashlib
+
+    return base64.b64encode(hashlib.sha256(bytes(key)).digest()).decode("ascii")
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path):
+    """Factory: start an extra ``sealstore serve --fake-clock`` with extra arguments, e.g.
+    ``server_factory("--kms-ops-per-minute", "5")``. Each call gets its own data dir; all
+    are stopped at teardown. Do not combine with the ``server`` fixture in one test unless
+    two servers are really wanted."""
+    started: List[Server] = []
+
+    def factory(*extra_args: str) -> Server:
+        srv = Server(tmp_path / f"data-{len(started)}", extra_args=list(extra_args))
+        started.append(srv)
+        srv.start()
+        return srv
+
+    yield factory
+    for srv in started:
+        srv.stop()
+        print(f"===== sealstore output ({srv.data_dir}) =====")
+        print(srv.log_text())

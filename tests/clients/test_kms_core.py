@@ -895,8 +895,11 @@ def test_iam_policy_roundtrip(kms_client):
     ring = create_key_ring(client)
     key = create_symmetric_key(client, ring.name)
 
-    empty = client.get_iam_policy(request={"resource": key.name})
-    assert list(empty.bindings) == []
+    # In dev mode (--auto-grant-service-agent) a new key's own policy grants the
+    # project's storage service agent use of the key; the key ring's policy is empty.
+    agent = "serviceAccount:service-test-project@gs-project-accounts.iam.gserviceaccount.com"
+    initial = client.get_iam_policy(request={"resource": key.name})
+    assert [(b.role, list(b.members)) for b in initial.bindings] == [(ENCRYPTER_DECRYPTER, [agent])]
     assert list(client.get_iam_policy(request={"resource": ring.name}).bindings) == []
 
     member = "user:a@example.com"

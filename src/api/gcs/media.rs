@@ -53,6 +53,7 @@ fn spec_from(ctx: &Ctx, bucket: &str, meta_doc: &Value, name_hint: Option<&str>)
         expected_md5,
         kms_key_name: key_param(ctx, "kmsKeyName")?,
         component_count: None,
+        csek: ctx.csek("x-goog-encryption")?,
     })
 }
 
@@ -281,7 +282,14 @@ async fn put_chunk(ctx: &Ctx, body: Body) -> GcsResult<Response> {
     match ctx
         .app
         .storage
-        .put_chunk(id, range, crc, md5, body_stream(body, len))
+        .put_chunk(
+            id,
+            range,
+            crc,
+            md5,
+            ctx.csek("x-goog-encryption")?.as_deref(),
+            body_stream(body, len),
+        )
         .await?
     {
         ChunkOutcome::Complete(rec, h) => Ok(object_json(ctx, &rec, &h)),
@@ -344,7 +352,7 @@ pub async fn download(ctx: &Ctx, bucket: &str, name: &str) -> GcsResult<Response
         .await?;
     let size = rec.size;
     let range = parse_range(ctx.header("range"), size)?;
-    let opened = ctx.app.storage.open(rec)?;
+    let opened = ctx.app.storage.open(rec, ctx.csek("x-goog-encryption")?.as_deref())?;
     let (start, end) = range.unwrap_or((0, size));
     let mut resp = if ctx.method == Method::HEAD {
         Response::new(Body::empty())

@@ -168,6 +168,16 @@ impl Ctx {
         self.header("content-length").and_then(|v| v.trim().parse().ok())
     }
 
+    /// The customer-supplied key in `{prefix}-algorithm/-key/-key-sha256` headers
+    /// (`x-goog-encryption` or `x-goog-copy-source-encryption`), if any.
+    pub fn csek(&self, prefix: &str) -> GcsResult<Option<std::sync::Arc<crate::storage::CustomerKey>>> {
+        let h = |suffix: &str| self.header(&format!("{prefix}-{suffix}"));
+        Ok(
+            crate::storage::CustomerKey::from_headers(h("algorithm"), h("key"), h("key-sha256"))?
+                .map(std::sync::Arc::new),
+        )
+    }
+
     pub fn project(&self) -> String {
         self.query.get("project").unwrap_or("<none>").to_owned()
     }

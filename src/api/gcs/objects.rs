@@ -83,12 +83,16 @@ pub fn apply_meta(meta: &ObjectMeta, body: &Value, replace: bool) -> GcsResult<O
     Ok(m)
 }
 
-/// The hashes an object response may show: only for usable, non-CMEK-listing cases.
+/// The hashes an object response may show. They are under the object's key: withheld
+/// from listings of CMEK and CSEK objects, from CSEK objects read without their key, and
+/// when the KMS key cannot be used; a wrong customer key is an error.
 pub fn visible_hashes(ctx: &Ctx, rec: &ObjectRecord, listing: bool) -> GcsResult<Option<ObjectHashes>> {
-    if listing && rec.envelope.kind == KeyKind::Cmek {
-        return Ok(None);
+    let csek = if listing { None } else { ctx.csek("x-goog-encryption")? };
+    match (&rec.envelope.kind, listing, &csek) {
+        (KeyKind::Cmek | KeyKind::Csek, true, _) | (KeyKind::Csek, false, None) => return Ok(None),
+        _ => {}
     }
-    match ctx.app.storage.open(rec.clone()) {
+    match ctx.app.storage.open(rec.clone(), csek.as_deref()) {
         Ok(o) => Ok(Some(o.hashes)),
         Err(StorageError::Key(_)) => Ok(None),
         Err(e) => Err(e.into()),
@@ -207,6 +211,8 @@ fn dest_spec(ctx: &Ctx, bucket: &str, name: &str, key_param: &str) -> GcsResult<
         expected_md5: None,
         kms_key_name: super::media::key_param(ctx, key_param)?,
         component_count: None,
+        // Copy and compose use one customer key for sources and destination.
+        csek: ctx.csek("x-goog-encryption")?,
     })
 }
 
@@ -227,7 +233,10 @@ pub async fn copy(
         .await?;
     ctx.preconditions("Source")?
         .check(Some((source.generation, source.metageneration)), false)?;
-    let opened = ctx.app.storage.open(source)?;
+    let opened = ctx
+        .app
+        .storage
+        .open(source, ctx.csek("x-goog-encryption")?.as_deref())?;
     let mut spec = dest_spec(ctx, dst_bucket, dst, "destinationKmsKeyName")?;
     let meta_given = body
         .as_object()
@@ -302,7 +311,7 @@ pub async fn compose(ctx: &Ctx, bucket: &str, dest: &str, body: Body) -> GcsResu
             .get_object(bucket, name, generation, &Preconditions::default())
             .await?;
         pre.check(Some((rec.generation, rec.metageneration)), false)?;
-        opened.push(ctx.app.storage.open(rec)?);
+        opened.push(ctx.app.storage.open(rec, ctx.csek("x-goog-encryption")?.as_deref())?);
     }
     let mut spec = dest_spec(ctx, bucket, dest, "kmsKeyName")?;
     spec.meta = apply_meta(&ObjectMeta::default(), &destination, false)?;

@@ -110,8 +110,17 @@ pub fn object(o: &ObjectRecord, hashes: Option<&ObjectHashes>, base: &str) -> Va
     if let Some(c) = o.component_count {
         m.insert("componentCount".into(), json!(c));
     }
-    if o.envelope.kind == KeyKind::Cmek {
-        m.insert("kmsKeyName".into(), json!(o.envelope.key_version));
+    match o.envelope.kind {
+        KeyKind::Cmek => {
+            m.insert("kmsKeyName".into(), json!(o.envelope.key_version));
+        }
+        KeyKind::Csek => {
+            m.insert(
+                "customerEncryption".into(),
+                json!({"encryptionAlgorithm": "AES256", "keySha256": o.envelope.csek_sha256.clone().unwrap_or_default()}),
+            );
+        }
+        KeyKind::GoogleManaged => {}
     }
     if let Some(h) = hashes {
         m.insert("crc32c".into(), json!(crate::storage::hashing::crc32c_b64(h.crc32c)));

@@ -230,10 +230,16 @@ fn create_crypto_key(app: &AppState, req: &Request, parent: &crate::kms::names::
             "cryptoKeyBackend and keyAccessJustificationsPolicy are not supported by sealstore.",
         ));
     }
-    Ok(render::crypto_key(
-        &app.kms.create_crypto_key(parent, id, spec)?,
-        req.enc,
-    ))
+    let view = app.kms.create_crypto_key(parent, id, spec)?;
+    if app.auto_grant_service_agent {
+        let agent = crate::iam::roles::storage_service_agent(&parent.project);
+        app.policies.add_binding(
+            &view.key.name.to_string(),
+            "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+            &agent,
+        )?;
+    }
+    Ok(render::crypto_key(&view, req.enc))
 }
 
 fn update_crypto_key(app: &AppState, req: &Request, name: &crate::kms::names::CryptoKeyName) -> Result<Value> {

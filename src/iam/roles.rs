@@ -1,0 +1,129 @@
+//! Predefined roles and the permissions they grant, with GCP's names.
+
+/// Every Cloud KMS permission sealstore checks.
+pub const KMS_PERMISSIONS: &[&str] = &[
+    "cloudkms.locations.get",
+    "cloudkms.locations.list",
+    "cloudkms.keyRings.create",
+    "cloudkms.keyRings.get",
+    "cloudkms.keyRings.list",
+    "cloudkms.keyRings.getIamPolicy",
+    "cloudkms.keyRings.setIamPolicy",
+    "cloudkms.cryptoKeys.create",
+    "cloudkms.cryptoKeys.get",
+    "cloudkms.cryptoKeys.list",
+    "cloudkms.cryptoKeys.update",
+    "cloudkms.cryptoKeys.getIamPolicy",
+    "cloudkms.cryptoKeys.setIamPolicy",
+    "cloudkms.cryptoKeyVersions.create",
+    "cloudkms.cryptoKeyVersions.get",
+    "cloudkms.cryptoKeyVersions.list",
+    "cloudkms.cryptoKeyVersions.update",
+    "cloudkms.cryptoKeyVersions.destroy",
+    "cloudkms.cryptoKeyVersions.restore",
+    "cloudkms.cryptoKeyVersions.useToEncrypt",
+    "cloudkms.cryptoKeyVersions.useToDecrypt",
+    "cloudkms.cryptoKeyVersions.useToSign",
+    "cloudkms.cryptoKeyVersions.useToVerify",
+    "cloudkms.cryptoKeyVersions.viewPublicKey",
+    "cloudkms.importJobs.create",
+    "cloudkms.importJobs.get",
+    "cloudkms.importJobs.list",
+    "cloudkms.importJobs.useToImport",
+    "cloudkms.importJobs.getIamPolicy",
+    "cloudkms.importJobs.setIamPolicy",
+];
+
+const KEY_USE: &[&str] = &[
+    "cloudkms.cryptoKeyVersions.useToEncrypt",
+    "cloudkms.cryptoKeyVersions.useToDecrypt",
+    "cloudkms.cryptoKeyVersions.useToSign",
+    "cloudkms.cryptoKeyVersions.useToVerify",
+];
+
+fn is_read(p: &str) -> bool {
+    p.ends_with(".get") || p.ends_with(".list") || p.ends_with(".getIamPolicy")
+}
+
+/// Whether `role` grants `permission`. Unknown roles grant nothing.
+pub fn grants(role: &str, permission: &str) -> bool {
+    let kms = permission.starts_with("cloudkms.");
+    match role {
+        "roles/owner" => true,
+        "roles/editor" => !permission.ends_with(".setIamPolicy"),
+        "roles/viewer" => is_read(permission),
+        "roles/cloudkms.admin" => kms && !KEY_USE.contains(&permission),
+        "roles/cloudkms.importer" => matches!(
+            permission,
+            "cloudkms.importJobs.create"
+                | "cloudkms.importJobs.get"
+                | "cloudkms.importJobs.list"
+                | "cloudkms.importJobs.useToImport"
+        ),
+        "roles/cloudkms.cryptoKeyEncrypterDecrypter" => {
+            matches!(
+                permission,
+                "cloudkms.cryptoKeyVersions.useToEncrypt" | "cloudkms.cryptoKeyVersions.useToDecrypt"
+            )
+        }
+        "roles/cloudkms.cryptoKeyEncrypter" => permission == "cloudkms.cryptoKeyVersions.useToEncrypt",
+        "roles/cloudkms.cryptoKeyDecrypter" => permission == "cloudkms.cryptoKeyVersions.useToDecrypt",
+        "roles/cloudkms.signerVerifier" => matches!(
+            permission,
+            "cloudkms.cryptoKeyVersions.useToSign"
+                | "cloudkms.cryptoKeyVersions.useToVerify"
+                | "cloudkms.cryptoKeyVersions.viewPublicKey"
+        ),
+        "roles/cloudkms.signer" => permission == "cloudkms.cryptoKeyVersions.useToSign",
+        "roles/cloudkms.publicKeyViewer" => permission == "cloudkms.cryptoKeyVersions.viewPublicKey",
+        "roles/cloudkms.cryptoOperator" => {
+            KEY_USE.contains(&permission) || permission == "cloudkms.cryptoKeyVersions.viewPublicKey"
+        }
+        "roles/cloudkms.viewer" => kms && (permission.ends_with(".get") || permission.ends_with(".list")),
+        _ => false,
+    }
+}
+
+pub const KNOWN_ROLES: &[&str] = &[
+    "roles/owner",
+    "roles/editor",
+    "roles/viewer",
+    "roles/cloudkms.admin",
+    "roles/cloudkms.importer",
+    "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+    "roles/cloudkms.cryptoKeyEncrypter",
+    "roles/cloudkms.cryptoKeyDecrypter",
+    "roles/cloudkms.signerVerifier",
+    "roles/cloudkms.signer",
+    "roles/cloudkms.publicKeyViewer",
+    "roles/cloudkms.cryptoOperator",
+    "roles/cloudkms.viewer",
+    "roles/storage.admin",
+    "roles/storage.objectAdmin",
+    "roles/storage.objectCreator",
+    "roles/storage.objectViewer",
+];
+
+/// The storage service agent of a project: storage wraps and unwraps CMEK data keys
+/// as this identity.
+pub fn storage_service_agent(project: &str) -> String {
+    format!("serviceAccount:service-{project}@gs-project-accounts.iam.gserviceaccount.com")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_table() {
+        let enc = "cloudkms.cryptoKeyVersions.useToEncrypt";
+        assert!(grants("roles/cloudkms.cryptoKeyEncrypterDecrypter", enc));
+        assert!(!grants("roles/cloudkms.admin", enc), "admins cannot use keys");
+        assert!(grants("roles/cloudkms.admin", "cloudkms.importJobs.create"));
+        assert!(grants("roles/cloudkms.importer", "cloudkms.importJobs.useToImport"));
+        assert!(!grants("roles/cloudkms.importer", "cloudkms.cryptoKeys.create"));
+        assert!(grants("roles/viewer", "cloudkms.cryptoKeys.get"));
+        assert!(!grants("roles/viewer", enc));
+        assert!(!grants("roles/nonsense", "cloudkms.cryptoKeys.get"));
+    }
+}
