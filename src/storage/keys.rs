@@ -61,3 +61,60 @@ pub fn check_key_location(bucket: &super::model::Bucket, key_name: &str) -> supe
         ),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::model::Bucket;
+
+    fn bucket(location: &str, data_locations: &[&str]) -> Bucket {
+        Bucket {
+            name: "b".into(),
+            project: "p".into(),
+            location: location.into(),
+            location_type: String::new(),
+            data_locations: data_locations.iter().map(|s| (*s).to_owned()).collect(),
+            storage_class: "STANDARD".into(),
+            time_created: chrono::Utc::now(),
+            updated: chrono::Utc::now(),
+            metageneration: 1,
+            versioning: false,
+            labels: Default::default(),
+            default_kms_key_name: None,
+        }
+    }
+
+    #[test]
+    fn location_rule_table() {
+        let key = |loc: &str| format!("projects/p/locations/{loc}/keyRings/r/cryptoKeys/k");
+        let table: &[(&str, &[&str], &str, bool)] = &[
+            ("US-EAST1", &[], "us-east1", true),
+            ("US-EAST1", &[], "us", false),
+            ("US-EAST1", &[], "us-west1", false),
+            ("EUROPE-WEST1", &[], "europe-west1", true),
+            ("US", &[], "us", true),
+            ("US", &[], "us-east1", false),
+            ("EU", &[], "eu", true),
+            ("EU", &[], "us", false),
+            ("ASIA", &[], "asia", true),
+            ("US", &["US-EAST1", "US-WEST1"], "us", true),
+            ("US", &["US-EAST1", "US-WEST1"], "us-east1", false),
+            ("NAM4", &[], "nam4", true),
+            ("NAM4", &[], "us", false),
+            ("EUR4", &[], "eur4", true),
+            ("EUR4", &[], "eu", false),
+            ("ASIA1", &[], "asia1", true),
+            ("ASIA1", &[], "asia", false),
+            ("US-EAST1", &[], "global", false),
+            ("US", &[], "global", false),
+        ];
+        for (loc, data, key_loc, ok) in table {
+            let r = check_key_location(&bucket(loc, data), &key(key_loc));
+            assert_eq!(r.is_ok(), *ok, "bucket {loc} {data:?} with key ring in {key_loc}");
+            if let Err(crate::storage::StorageError::BadRequest { reason, message }) = r {
+                assert_eq!(reason, "cloudKmsKeyLocationNotAllowed");
+                assert!(message.contains(key_loc) && message.contains(loc), "{message}");
+            }
+        }
+    }
+}
