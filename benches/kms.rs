@@ -73,6 +73,8 @@ fn bench_http() -> f64 {
         blob_store: Some("memory://".into()),
         auto_grant_service_agent: true,
         kms_ops_per_minute: None,
+        token_auth: false,
+        audit_stdout: false,
     };
     let state = sealstore::server::build(&cfg).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -2,6 +2,7 @@
 //! embedded, Cloud KMS-compatible key manager.
 
 pub mod api;
+pub mod audit;
 pub mod client;
 pub mod clock;
 pub mod db;

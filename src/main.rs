@@ -20,6 +20,108 @@ enum Command {
     Serve(ServeArgs),
     /// gcloud-style Cloud KMS commands against a running server.
     Kms(Box<sealstore::client::kms::KmsArgs>),
+    /// Identity administration on a data dir (works whether or not the server runs).
+    Iam {
+        #[command(subcommand)]
+        command: IamCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IamCommand {
+    /// Bearer tokens for `--auth token`.
+    Tokens {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct DataDirArgs {
+    #[arg(long, env = "SEALSTORE_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    #[arg(long, env = "SEALSTORE_ROOT_KEY_FILE")]
+    root_key_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Creates a token for a principal and prints it once; with --project and --role,
+    /// also binds that role to the principal on the project.
+    Create {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[arg(long)]
+        principal: String,
+        #[arg(long, requires = "role")]
+        project: Option<String>,
+        #[arg(long, requires = "project")]
+        role: Option<String>,
+    },
+    List {
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+    Revoke {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[arg(long)]
+        id: String,
+    },
+}
+
+fn token_store(dir: &DataDirArgs) -> anyhow::Result<(sealstore::iam::tokens::TokenStore, std::path::PathBuf)> {
+    std::fs::create_dir_all(&dir.data_dir)?;
+    let env = std::env::var("SEALSTORE_ROOT_KEY").ok().map(zeroize::Zeroizing::new);
+    let root = sealstore::server::root_key_for(
+        &dir.data_dir,
+        dir.root_key_file.as_deref(),
+        env.as_ref().map(|s| s.as_str()),
+    )?;
+    let db = dir.data_dir.join("sealstore.db");
+    Ok((
+        sealstore::iam::tokens::TokenStore::new(sealstore::db::open(&db)?, &root)?,
+        db,
+    ))
+}
+
+fn run_iam(command: IamCommand) -> anyhow::Result<()> {
+    let IamCommand::Tokens { command } = command;
+    match command {
+        TokenCommand::Create {
+            dir,
+            principal,
+            project,
+            role,
+        } => {
+            let (store, db) = token_store(&dir)?;
+            let (info, token) = store.create(&principal, chrono::Utc::now())?;
+            if let (Some(project), Some(role)) = (project, role) {
+                let policies = sealstore::iam::PolicyStore::new(sealstore::db::open(&db)?)?;
+                policies.add_binding(&format!("projects/{project}"), &role, &principal)?;
+            }
+            eprintln!("created token {} for {}", info.id, info.principal);
+            println!("{token}");
+        }
+        TokenCommand::List { dir } => {
+            let (store, _) = token_store(&dir)?;
+            for t in store.list()? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    t.id,
+                    t.principal,
+                    t.created.to_rfc3339(),
+                    if t.revoked { "revoked" } else { "active" }
+                );
+            }
+        }
+        TokenCommand::Revoke { dir, id } => {
+            let (store, _) = token_store(&dir)?;
+            anyhow::ensure!(store.revoke(&id)?, "no token with id {id}");
+            eprintln!("revoked token {id}");
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -47,6 +149,9 @@ struct ServeArgs {
     /// grant by hand with setIamPolicy.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     auto_grant_service_agent: Option<bool>,
+    /// Also print audit records (JSON lines) on stdout; they always go to DATA_DIR/audit.log.
+    #[arg(long)]
+    audit_stdout: bool,
     /// Per-project limit on KMS encrypt/decrypt requests per minute (unset: no limit).
     #[arg(long, env = "SEALSTORE_KMS_OPS_PER_MINUTE")]
     kms_ops_per_minute: Option<u32>,
@@ -76,9 +181,6 @@ fn main() -> anyhow::Result<()> {
     init_tracing();
     match cli.command {
         Command::Serve(args) => {
-            if matches!(args.auth, AuthMode::Token) {
-                anyhow::bail!("--auth token is not implemented yet: only --auth dev (loopback) is available");
-            }
             let cfg = sealstore::server::ServeConfig {
                 allow_public_dev: args.insecure_dev_on_public_address,
                 blob_store: args.blob_store,
@@ -86,6 +188,8 @@ fn main() -> anyhow::Result<()> {
                     .auto_grant_service_agent
                     .unwrap_or(matches!(args.auth, AuthMode::Dev)),
                 kms_ops_per_minute: args.kms_ops_per_minute,
+                token_auth: matches!(args.auth, AuthMode::Token),
+                audit_stdout: args.audit_stdout,
                 data_dir: args.data_dir,
                 addr: args.addr,
                 fake_clock: args.fake_clock,
@@ -94,6 +198,7 @@ fn main() -> anyhow::Result<()> {
             };
             tokio::runtime::Runtime::new()?.block_on(sealstore::server::serve(cfg))
         }
+        Command::Iam { command } => run_iam(command),
         Command::Kms(args) => {
             let out = sealstore::client::kms::run(*args)?;
             println!("{}", serde_json::to_string_pretty(&out)?);

@@ -39,6 +39,24 @@ impl RootKey {
         &self.0
     }
 
+    /// A 32-byte subkey for one purpose (HKDF-SHA256, `info` names the purpose), so no
+    /// two uses share a key.
+    pub fn derive(&self, info: &[u8]) -> Zeroizing<[u8; 32]> {
+        use aws_lc_rs::hkdf::{HKDF_SHA256, KeyType, Salt};
+        struct Len;
+        impl KeyType for Len {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let prk = Salt::new(HKDF_SHA256, b"sealstore root key derivation v1").extract(&self.0[..]);
+        let mut out = Zeroizing::new([0u8; 32]);
+        prk.expand(&[info], Len)
+            .and_then(|okm| okm.fill(&mut out[..]))
+            .expect("HKDF expand of 32 bytes");
+        out
+    }
+
     /// Decodes the `SEALSTORE_ROOT_KEY` value (standard base64 of 32 bytes).
     pub fn from_env_value(value: &str) -> anyhow::Result<Self> {
         let bytes = Zeroizing::new(

@@ -32,6 +32,10 @@ pub struct ServeConfig {
     pub auto_grant_service_agent: bool,
     /// KMS encrypt/decrypt requests allowed per project per minute (`None`: unlimited).
     pub kms_ops_per_minute: Option<u32>,
+    /// `--auth token` (else dev mode).
+    pub token_auth: bool,
+    /// Also write audit records to stdout.
+    pub audit_stdout: bool,
 }
 
 /// Opens the blob store named by `--blob-store`.
@@ -79,13 +83,25 @@ impl std::fmt::Debug for ServeConfig {
 }
 
 fn load_root_key(cfg: &ServeConfig) -> anyhow::Result<RootKey> {
-    if let Some(v) = &cfg.root_key_env {
+    root_key_for(
+        &cfg.data_dir,
+        cfg.root_key_file.as_deref(),
+        cfg.root_key_env.as_ref().map(|s| s.as_str()),
+    )
+}
+
+/// The root key from `SEALSTORE_ROOT_KEY`, `--root-key-file`, or `DATA_DIR/root.key`.
+pub fn root_key_for(
+    data_dir: &std::path::Path,
+    file: Option<&std::path::Path>,
+    env: Option<&str>,
+) -> anyhow::Result<RootKey> {
+    if let Some(v) = env {
         return RootKey::from_env_value(v);
     }
-    let path = cfg
-        .root_key_file
-        .clone()
-        .unwrap_or_else(|| cfg.data_dir.join("root.key"));
+    let path = file
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| data_dir.join("root.key"));
     RootKey::load_or_create(&path)
 }
 
@@ -109,6 +125,11 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
         kms.set_quota(n, &[crate::keyservice::GOOGLE_MANAGED_PROJECT]);
     }
     let policies = Arc::new(PolicyStore::new(crate::db::open(&db_path)?)?);
+    let tokens = Arc::new(crate::iam::tokens::TokenStore::new(crate::db::open(&db_path)?, &root)?);
+    let audit = Arc::new(crate::audit::AuditLog::open(
+        &cfg.data_dir.join("audit.log"),
+        cfg.audit_stdout,
+    )?);
     let keys = Arc::new(crate::keyservice::KmsKeyService::new(kms.clone(), policies.clone())?);
     let meta = Arc::new(crate::storage::meta::SqliteMetaStore::open(&db_path)?);
     let blobs = crate::storage::blobs::BlobStore::new(blob_store(cfg.blob_store.as_deref(), &cfg.data_dir)?);
@@ -121,6 +142,9 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
         settings,
         storage,
         auto_grant_service_agent: cfg.auto_grant_service_agent,
+        token_auth: cfg.token_auth,
+        tokens,
+        audit,
     })
 }
 
@@ -144,7 +168,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", cfg.addr))?;
     let local: SocketAddr = listener.local_addr()?;
     // Dev mode grants everyone owner: only on loopback unless explicitly allowed.
-    if !local.ip().is_loopback() && !cfg.allow_public_dev {
+    if !cfg.token_auth && !local.ip().is_loopback() && !cfg.allow_public_dev {
         anyhow::bail!(
             "refusing --auth dev on non-loopback address {local}: anyone could use every key; \
              pass --insecure-dev-on-public-address to do it anyway"

@@ -1,6 +1,7 @@
 //! The HTTP face: one router serves the Cloud KMS REST API, and the ops API, so
 //! every official client points at one URL.
 
+pub mod auth;
 pub mod error;
 pub mod gcs;
 pub mod kms;
@@ -26,6 +27,10 @@ pub struct AppState {
     /// `--auto-grant-service-agent`: new keys get their project's storage agent as
     /// encrypter/decrypter, in the key's own (visible, removable) policy.
     pub auto_grant_service_agent: bool,
+    /// `--auth token`: every request needs a bearer token.
+    pub token_auth: bool,
+    pub tokens: Arc<crate::iam::tokens::TokenStore>,
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -39,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/download/storage/v1/{*rest}", any(gcs::download_api))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(ops::panic_response))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -3,6 +3,7 @@
 
 pub mod policy;
 pub mod roles;
+pub mod tokens;
 
 pub use policy::{Binding, Condition, IamError, Policy, PolicyStore};
 

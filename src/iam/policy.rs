@@ -73,13 +73,9 @@ pub fn validate(policy: &Policy) -> Result<(), IamError> {
         )));
     }
     for b in &policy.bindings {
-        let role_ok = b
-            .role
-            .strip_prefix("roles/")
-            .is_some_and(|r| !r.is_empty() && !r.contains(char::is_whitespace));
-        if !role_ok {
+        if !super::roles::KNOWN_ROLES.contains(&b.role.as_str()) {
             return Err(IamError::InvalidArgument(format!(
-                "Role \"{}\" is not a valid role name.",
+                "Role \"{}\" is not a known role.",
                 b.role
             )));
         }

@@ -45,10 +45,29 @@ fn is_read(p: &str) -> bool {
     p.ends_with(".get") || p.ends_with(".list") || p.ends_with(".getIamPolicy")
 }
 
+pub const STORAGE_PERMISSIONS: &[&str] = &[
+    "storage.buckets.create",
+    "storage.buckets.get",
+    "storage.buckets.list",
+    "storage.buckets.update",
+    "storage.buckets.delete",
+    "storage.buckets.getIamPolicy",
+    "storage.buckets.setIamPolicy",
+    "storage.objects.create",
+    "storage.objects.get",
+    "storage.objects.list",
+    "storage.objects.update",
+    "storage.objects.delete",
+];
+
 /// Whether `role` grants `permission`. Unknown roles grant nothing.
 pub fn grants(role: &str, permission: &str) -> bool {
     let kms = permission.starts_with("cloudkms.");
     match role {
+        "roles/storage.admin" => permission.starts_with("storage."),
+        "roles/storage.objectAdmin" => permission.starts_with("storage.objects."),
+        "roles/storage.objectCreator" => permission == "storage.objects.create",
+        "roles/storage.objectViewer" => matches!(permission, "storage.objects.get" | "storage.objects.list"),
         "roles/owner" => true,
         "roles/editor" => !permission.ends_with(".setIamPolicy"),
         "roles/viewer" => is_read(permission),

@@ -559,10 +559,14 @@ fn iam(app: &AppState, req: &Request) -> Result<Value> {
                     .collect::<Result<_>>()?,
                 Some(_) => return Err(RpcError::invalid("permissions must be a list of strings.")),
             };
-            // A missing resource yields an empty set, not NOT_FOUND. Until IAM
-            // enforcement lands, the dev principal owns everything.
+            // A missing resource yields an empty set, not NOT_FOUND.
+            let chain = super::authz::target_chain(&req.target);
             let held: Vec<String> = if resource.is_ok() {
-                perms.into_iter().filter(|p| p.starts_with("cloudkms.")).collect()
+                perms
+                    .into_iter()
+                    .filter(|p| crate::iam::roles::KMS_PERMISSIONS.contains(&p.as_str()))
+                    .filter(|p| app.allowed(&req.principal, p, &chain))
+                    .collect()
             } else {
                 vec![]
             };

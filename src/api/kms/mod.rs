@@ -1,6 +1,7 @@
 //! The Cloud KMS REST v1 face. Paths are parsed by hand into a typed target plus an
 //! optional `:verb`, because resource names and custom verbs share path segments.
 
+mod authz;
 mod handlers;
 pub mod json;
 pub mod render;
@@ -106,6 +107,7 @@ pub fn parse_path(path: &str) -> Result<(Target, Option<String>), RpcError> {
 /// A parsed request, handed to the handlers on a blocking thread (the core uses
 /// SQLite synchronously).
 pub struct Request {
+    pub principal: String,
     pub method: Method,
     pub target: Target,
     pub verb: Option<String>,
@@ -114,7 +116,13 @@ pub struct Request {
     pub enc: Enc,
 }
 
-pub async fn handle(State(app): State<AppState>, method: Method, uri: Uri, body: Bytes) -> Response {
+pub async fn handle(
+    State(app): State<AppState>,
+    axum::Extension(principal): axum::Extension<crate::api::auth::Principal>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
     let parsed = (|| {
         let query = Query::parse(uri.query()).map_err(RpcError::invalid)?;
         let (target, verb) = parse_path(uri.path())?;
@@ -122,6 +130,7 @@ pub async fn handle(State(app): State<AppState>, method: Method, uri: Uri, body:
             ints: query.get("$alt").is_some_and(|a| a.contains("enum-encoding=int")),
         };
         Ok::<_, RpcError>(Request {
+            principal: principal.0,
             method,
             target,
             verb,
@@ -136,7 +145,36 @@ pub async fn handle(State(app): State<AppState>, method: Method, uri: Uri, body:
     };
     match tokio::task::spawn_blocking(move || {
         let resource = req.target.resource();
-        handlers::dispatch(&app, req).map_err(|e| e.naming(&resource))
+        let method_name = format!(
+            "{} {}{}",
+            req.method,
+            resource,
+            req.verb.as_deref().map(|v| format!(":{v}")).unwrap_or_default()
+        );
+        for (permission, chain) in authz::requirements(&req) {
+            if !app.allowed(&req.principal, permission, &chain) {
+                app.audit(&req.principal, &method_name, &chain[0], permission, "DENIED");
+                return Err(RpcError::new(
+                    crate::api::error::Code::PermissionDenied,
+                    format!(
+                        "Permission '{permission}' denied on resource '{}' (or it may not exist).",
+                        chain[0]
+                    ),
+                ));
+            }
+        }
+        let audited = authz::audited(&req);
+        let principal = req.principal.clone();
+        let permission = authz::requirements(&req).first().map(|(p, _)| *p).unwrap_or("");
+        let result = handlers::dispatch(&app, req).map_err(|e| e.naming(&resource));
+        if audited {
+            let outcome = match &result {
+                Ok(_) => "OK".to_owned(),
+                Err(e) => e.code.name().to_owned(),
+            };
+            app.audit(&principal, &method_name, &resource, permission, &outcome);
+        }
+        result
     })
     .await
     {

@@ -1,0 +1,59 @@
+//! The audit log: one JSON line per security-relevant event (key use, state change,
+//! IAM change, denied request), appended under the data dir and optionally to stdout.
+//! Only names and outcomes are recorded: never key material, plaintext or tokens.
+
+use chrono::{DateTime, Utc};
+use std::io::Write;
+use std::sync::Mutex;
+
+pub struct AuditLog {
+    file: Option<Mutex<std::fs::File>>,
+    stdout: bool,
+}
+
+impl AuditLog {
+    pub fn open(path: &std::path::Path, stdout: bool) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self {
+            file: Some(Mutex::new(file)),
+            stdout,
+        })
+    }
+
+    /// An audit log that records nothing (benchmarks).
+    pub fn disabled() -> Self {
+        Self {
+            file: None,
+            stdout: false,
+        }
+    }
+
+    pub fn record(
+        &self,
+        time: DateTime<Utc>,
+        principal: &str,
+        method: &str,
+        resource: &str,
+        permission: &str,
+        outcome: &str,
+    ) {
+        let line = serde_json::json!({
+            "time": time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "principal": principal,
+            "method": method,
+            "resource": resource,
+            "permission": permission,
+            "outcome": outcome,
+        })
+        .to_string();
+        if let Some(f) = &self.file {
+            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = writeln!(f, "{line}") {
+                tracing::error!(error = %e, "could not write the audit log");
+            }
+        }
+        if self.stdout {
+            println!("{line}");
+        }
+    }
+}
