@@ -31,11 +31,62 @@ pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     RpcError::new(Code::Internal, "Internal error.").into_response()
 }
 
-pub async fn handle(State(app): State<AppState>, method: Method, uri: Uri, body: Bytes) -> Response {
-    match (method, uri.path()) {
-        (Method::POST, "/sealstore/v1/clock:advance") if app.fake_clock => advance(app, &body).await,
-        (method, _) => not_found(method, uri).await,
+pub async fn handle(
+    State(app): State<AppState>,
+    axum::Extension(principal): axum::Extension<crate::api::auth::Principal>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    if method == Method::POST && path == "/sealstore/v1/clock:advance" && app.fake_clock {
+        return advance(app, &body).await;
     }
+    if let Some(rest) = path.strip_prefix("/sealstore/v1/projects/")
+        && let Some((project, verb)) = rest.split_once(':')
+        && crate::kms::names::valid_project(project)
+    {
+        let resource = format!("projects/{project}");
+        let (permission, set) = match (&method, verb) {
+            (&Method::GET | &Method::POST, "getIamPolicy") => ("resourcemanager.projects.getIamPolicy", false),
+            (&Method::POST, "setIamPolicy") => ("resourcemanager.projects.setIamPolicy", true),
+            _ => return not_found(method, uri).await,
+        };
+        let chain = vec![resource.clone()];
+        if !app.allowed(&principal.0, permission, &chain) {
+            app.audit(
+                &principal.0,
+                &format!("{method} {path}"),
+                &resource,
+                permission,
+                "DENIED",
+            );
+            return RpcError::new(
+                Code::PermissionDenied,
+                format!("Permission '{permission}' denied on resource '{resource}' (or it may not exist)."),
+            )
+            .into_response();
+        }
+        let result = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, RpcError> {
+            if set {
+                let body = crate::api::kms::json::parse_body(&body)?;
+                let o = crate::api::kms::json::Obj::new(&body);
+                let policy = crate::api::kms::handlers::parse_policy(&o.obj("policy")?)?;
+                let stored = app.policies.set(&resource, policy)?;
+                app.audit(&principal.0, &format!("POST {path}"), &resource, permission, "OK");
+                Ok(crate::api::kms::render::policy(&stored))
+            } else {
+                Ok(crate::api::kms::render::policy(&app.policies.get(&resource)?))
+            }
+        })
+        .await;
+        return match result {
+            Ok(Ok(v)) => Json(v).into_response(),
+            Ok(Err(e)) => e.into_response(),
+            Err(_) => RpcError::new(Code::Internal, "Internal error.").into_response(),
+        };
+    }
+    not_found(method, uri).await
 }
 
 /// Moves the fake clock and applies every transition that came due before replying,

@@ -26,3 +26,56 @@ pub fn has_permission(store: &PolicyStore, member: &str, chain: &[String], permi
     }
     Ok(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inheritance_runs_down_the_chain_and_not_sideways() {
+        let store = PolicyStore::new(crate::db::open_in_memory().unwrap()).unwrap();
+        let grant = |res: &str, role: &str, member: &str| store.add_binding(res, role, member).unwrap();
+        let key = |k: &str| {
+            vec![
+                format!("projects/p/locations/l/keyRings/r/cryptoKeys/{k}"),
+                "projects/p/locations/l/keyRings/r".to_owned(),
+                "projects/p".to_owned(),
+            ]
+        };
+        let enc = "cloudkms.cryptoKeyVersions.useToEncrypt";
+        grant(&key("a")[0], "roles/cloudkms.cryptoKeyEncrypter", "user:key@x");
+        grant(
+            &key("a")[1],
+            "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+            "user:ring@x",
+        );
+        grant("projects/p", "roles/viewer", "user:viewer@x");
+        assert!(has_permission(&store, "user:key@x", &key("a"), enc).unwrap());
+        assert!(
+            !has_permission(&store, "user:key@x", &key("b"), enc).unwrap(),
+            "a key grant is not a sibling grant"
+        );
+        assert!(
+            has_permission(&store, "user:ring@x", &key("b"), enc).unwrap(),
+            "a ring grant covers its keys"
+        );
+        assert!(has_permission(&store, "user:viewer@x", &key("b"), "cloudkms.cryptoKeys.get").unwrap());
+        assert!(!has_permission(&store, "user:viewer@x", &key("b"), enc).unwrap());
+        assert!(!has_permission(&store, "user:nobody@x", &key("a"), "cloudkms.cryptoKeys.get").unwrap());
+        // Conditional bindings are not evaluated and grant nothing.
+        let mut p = store.get(&key("c")[0]).unwrap();
+        p.version = 3;
+        p.bindings.push(Binding {
+            role: "roles/owner".into(),
+            members: vec!["user:cond@x".into()],
+            condition: Some(Condition {
+                expression: "true".into(),
+                title: "t".into(),
+                description: String::new(),
+                location: String::new(),
+            }),
+        });
+        store.set(&key("c")[0], p).unwrap();
+        assert!(!has_permission(&store, "user:cond@x", &key("c"), enc).unwrap());
+    }
+}

@@ -137,7 +137,7 @@ impl PolicyStore {
     pub fn set(&self, resource: &str, mut policy: Policy) -> Result<Policy, IamError> {
         validate(&policy)?;
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let current: Option<String> = tx
             .query_row("SELECT doc FROM iam_policies WHERE resource = ?1", [resource], |r| {
                 r.get(0)

@@ -128,7 +128,7 @@ impl KmsStore for SqliteKmsStore {
 
     fn commit(&self, writes: &[Write<'_>]) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for w in writes {
             match w {
                 Write::KeyRing(kr) => {

@@ -738,3 +738,104 @@ def server_factory(tmp_path: Path):
         srv.stop()
         print(f"===== sealstore output ({srv.data_dir}) =====")
         print(srv.log_text())
+
+
+# --------------------------------------------------------------------------------------
+# IAM (issue 5): the tokens CLI and token-authenticated clients
+# --------------------------------------------------------------------------------------
+
+CLI_TIMEOUT_S = 60.0
+_CREATED_TOKEN_RE = re.compile(r"created token (\S+) for (\S+)")
+
+
+def run_sealstore_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs ``sealstore ARGS...`` (the binary under test) and returns the finished process.
+    With ``check``, a non-zero exit fails the test with the command's output."""
+    cmd = [str(sealstore_bin()), *args]
+    env = dict(os.environ)
+    env["NO_COLOR"] = "1"
+    proc = subprocess.run(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=env,
+        timeout=CLI_TIMEOUT_S,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(
+            f"{' '.join(cmd)} exited with {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}",
+            pytrace=False,
+        )
+    return proc
+
+
+def create_token(
+    data_dir: Path,
+    principal: str,
+    *,
+    project: Optional[str] = None,
+    role: Optional[str] = None,
+):
+    """``sealstore iam tokens create``: returns ``(token, token_id)``. With ``project`` and
+    ``role``, the CLI also binds the role to the principal on the project."""
+    args = ["iam", "tokens", "create", "--data-dir", str(data_dir), "--principal", principal]
+    if project is not None:
+        args += ["--project", project]
+    if role is not None:
+        args += ["--role", role]
+    proc = run_sealstore_cli(*args)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected the token alone on stdout, got {proc.stdout!r}"
+    token = lines[0].strip()
+    assert token and not any(c.isspace() for c in token), repr(token)
+    m = _CREATED_TOKEN_RE.search(proc.stderr)
+    assert m, f"no 'created token <id> for <principal>' note on stderr: {proc.stderr!r}"
+    assert m.group(2) == principal, proc.stderr
+    assert token not in proc.stderr, "the token must be printed once, on stdout only"
+    return token, m.group(1)
+
+
+def list_tokens(data_dir: Path) -> List[Dict[str, str]]:
+    """``sealstore iam tokens list``: ``[{"id", "principal", "created", "state"}]``."""
+    proc = run_sealstore_cli("iam", "tokens", "list", "--data-dir", str(data_dir))
+    out = []
+    for line in proc.stdout.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        assert len(fields) == 4, f"token list line is not id<TAB>principal<TAB>created<TAB>state: {line!r}"
+        out.append(dict(zip(("id", "principal", "created", "state"), fields)))
+    return out
+
+
+def revoke_token(data_dir: Path, token_id: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``sealstore iam tokens revoke --id ID``."""
+    return run_sealstore_cli("iam", "tokens", "revoke", "--data-dir", str(data_dir), "--id", token_id, check=check)
+
+
+def make_token_kms_client(url: str, token: str) -> kms.KeyManagementServiceClient:
+    """A KMS REST client that sends ``Authorization: Bearer <token>``."""
+    from google.oauth2.credentials import Credentials
+
+    return kms.KeyManagementServiceClient(
+        transport="rest",
+        credentials=Credentials(token=token),
+        client_options=ClientOptions(api_endpoint=url),
+    )
+
+
+def make_token_gcs_client(url: str, token: Optional[str]):
+    """A storage client on ``url`` that sends ``Authorization: Bearer <token>`` (or no
+    Authorization header at all with ``token=None``).
+
+    ``STORAGE_EMULATOR_HOST`` must be unset: with it, the client switches to emulator
+    behaviour (anonymous credentials when none are given, no project on some calls)."""
+    from google.cloud import storage
+    from google.oauth2.credentials import Credentials
+
+    assert not os.environ.get(STORAGE_EMULATOR_ENV), "unset STORAGE_EMULATOR_HOST first"
+    credentials = AnonymousCredentials() if token is None else Credentials(token=token)
+    return storage.Client(project=PROJECT, credentials=credentials, client_options={"api_endpoint": url})

@@ -3,6 +3,7 @@
 
 mod gcs;
 mod harness;
+mod iam;
 mod kms_cli;
 mod kms_http;
 mod server;

@@ -222,3 +222,65 @@ pub async fn delete(ctx: &Ctx, name: &str) -> GcsResult<Response> {
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+fn policy_json(bucket: &str, p: &crate::iam::Policy) -> Value {
+    let mut v = crate::api::kms::render::policy(p);
+    v["kind"] = json!("storage#policy");
+    v["resourceId"] = json!(super::bucket_resource(bucket));
+    if v.get("bindings").is_none() {
+        v["bindings"] = json!([]);
+    }
+    v
+}
+
+fn iam_error(e: crate::iam::IamError) -> GcsError {
+    match e {
+        crate::iam::IamError::InvalidArgument(m) => GcsError::invalid(m),
+        crate::iam::IamError::Aborted(m) => GcsError::new(StatusCode::PRECONDITION_FAILED, "conditionNotMet", m),
+        other => crate::storage::StorageError::internal(other).into(),
+    }
+}
+
+pub async fn get_iam(ctx: &Ctx, bucket: &str) -> GcsResult<Response> {
+    ctx.app.storage.get_bucket(bucket).await?;
+    let p = ctx
+        .app
+        .policies
+        .get(&super::bucket_resource(bucket))
+        .map_err(iam_error)?;
+    Ok(Json(policy_json(bucket, &p)).into_response())
+}
+
+pub async fn set_iam(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
+    ctx.app.storage.get_bucket(bucket).await?;
+    let body = json_body(body).await?;
+    let policy = crate::api::kms::handlers::parse_policy(&crate::api::kms::json::Obj::new(&body))
+        .map_err(|e| GcsError::invalid(e.message))?;
+    let resource = super::bucket_resource(bucket);
+    let stored = ctx.app.policies.set(&resource, policy).map_err(iam_error)?;
+    ctx.app.audit(
+        &ctx.principal,
+        &format!("PUT {resource}/iam"),
+        &resource,
+        "storage.buckets.setIamPolicy",
+        "OK",
+    );
+    Ok(Json(policy_json(bucket, &stored)).into_response())
+}
+
+/// `permissions` may repeat in the query: every value is tested.
+pub async fn test_iam(ctx: &Ctx, bucket: &str, raw_query: Option<&str>) -> GcsResult<Response> {
+    let b = ctx.app.storage.get_bucket(bucket).await?;
+    let chain = vec![super::bucket_resource(bucket), format!("projects/{}", b.project)];
+    let held: Vec<String> = raw_query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == "permissions")
+        .filter_map(|(_, v)| crate::api::query::percent_decode(v, true))
+        .filter(|p| {
+            crate::iam::roles::STORAGE_PERMISSIONS.contains(&p.as_str()) && ctx.app.allowed(&ctx.principal, p, &chain)
+        })
+        .collect();
+    Ok(Json(json!({"kind": "storage#testIamPermissionsResponse", "permissions": held})).into_response())
+}

@@ -41,6 +41,8 @@ pub enum Route {
         dst: String,
     },
     ServiceAccount(String),
+    BucketIam(String),
+    BucketIamTest(String),
 }
 
 fn seg(s: &str) -> GcsResult<String> {
@@ -69,6 +71,8 @@ pub fn parse_route(rest: &str) -> GcsResult<Route> {
             dst: seg(d)?,
         },
         ["projects", p, "serviceAccount"] => Route::ServiceAccount(seg(p)?),
+        ["b", b, "iam"] => Route::BucketIam(seg(b)?),
+        ["b", b, "iam", "testPermissions"] => Route::BucketIamTest(seg(b)?),
         _ => return Err(nf()),
     })
 }
@@ -76,6 +80,7 @@ pub fn parse_route(rest: &str) -> GcsResult<Route> {
 /// The parts of a request every handler needs.
 pub struct Ctx {
     pub app: AppState,
+    pub principal: String,
     pub method: Method,
     pub query: Query,
     pub headers: HeaderMap,
@@ -84,7 +89,7 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn new(app: AppState, method: Method, uri: &Uri, headers: HeaderMap) -> GcsResult<Self> {
+    fn new(app: AppState, principal: String, method: Method, uri: &Uri, headers: HeaderMap) -> GcsResult<Self> {
         let query = Query::parse(uri.query()).map_err(GcsError::invalid)?;
         if let Some(alt) = query.get("alt")
             && alt != "json"
@@ -113,6 +118,7 @@ impl Ctx {
             .to_owned();
         Ok(Self {
             app,
+            principal,
             method,
             query,
             headers,
@@ -245,9 +251,49 @@ fn respond(r: GcsResult<Response>) -> Response {
     r.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// The IAM resource name of a bucket's policy.
+pub fn bucket_resource(bucket: &str) -> String {
+    format!("projects/_/buckets/{bucket}")
+}
+
+/// Checks `permission` for the caller on a bucket (its policy, then its project's) or,
+/// without a bucket, on the request's project. Denials are audited.
+pub async fn require(ctx: &Ctx, permission: &'static str, bucket: Option<&str>) -> GcsResult<()> {
+    let chain = match bucket {
+        Some(b) => {
+            let mut c = vec![bucket_resource(b)];
+            if let Ok(bk) = ctx.app.storage.get_bucket(b).await {
+                c.push(format!("projects/{}", bk.project));
+            }
+            c
+        }
+        None => vec![format!("projects/{}", ctx.project())],
+    };
+    if ctx.app.allowed(&ctx.principal, permission, &chain) {
+        return Ok(());
+    }
+    ctx.app.audit(
+        &ctx.principal,
+        &format!("{} {}", ctx.method, chain[0]),
+        &chain[0],
+        permission,
+        "DENIED",
+    );
+    let who = ctx
+        .principal
+        .split_once(':')
+        .map_or(ctx.principal.as_str(), |(_, id)| id);
+    Err(GcsError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("{who} does not have {permission} access to {}.", chain[0]),
+    ))
+}
+
 /// `/storage/v1/...`: the JSON API (and `alt=media` downloads).
 pub async fn json_api(
     State(app): State<AppState>,
+    axum::Extension(principal): axum::Extension<crate::api::auth::Principal>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -255,25 +301,65 @@ pub async fn json_api(
 ) -> Response {
     respond(
         async {
-            let ctx = Ctx::new(app, method, &uri, headers)?;
+            let ctx = Ctx::new(app, principal.0, method, &uri, headers)?;
             let rest = uri.path().strip_prefix("/storage/v1/").unwrap_or("");
             let route = parse_route(rest)?;
-            match (&ctx.method, route) {
-                (&Method::GET, Route::Buckets) => buckets::list(&ctx).await,
-                (&Method::POST, Route::Buckets) => buckets::create(&ctx, body).await,
-                (&Method::GET, Route::Bucket(b)) => buckets::get(&ctx, &b).await,
-                (&Method::PATCH, Route::Bucket(b)) => buckets::patch(&ctx, &b, body, false).await,
-                (&Method::PUT, Route::Bucket(b)) => buckets::patch(&ctx, &b, body, true).await,
-                (&Method::DELETE, Route::Bucket(b)) => buckets::delete(&ctx, &b).await,
-                (&Method::GET, Route::Objects(b)) => objects::list(&ctx, &b).await,
-                (&Method::GET, Route::Object(b, o)) if ctx.query.get("alt") == Some("media") => {
-                    media::download(&ctx, &b, &o).await
+            let m = ctx.method.clone();
+            match (&m, route) {
+                (&Method::GET, Route::Buckets) => {
+                    require(&ctx, "storage.buckets.list", None).await?;
+                    buckets::list(&ctx).await
                 }
-                (&Method::GET, Route::Object(b, o)) => objects::get(&ctx, &b, &o).await,
-                (&Method::PATCH, Route::Object(b, o)) => objects::patch(&ctx, &b, &o, body, false).await,
-                (&Method::PUT, Route::Object(b, o)) => objects::patch(&ctx, &b, &o, body, true).await,
-                (&Method::DELETE, Route::Object(b, o)) => objects::delete(&ctx, &b, &o).await,
-                (&Method::POST, Route::Compose(b, o)) => objects::compose(&ctx, &b, &o, body).await,
+                (&Method::POST, Route::Buckets) => {
+                    require(&ctx, "storage.buckets.create", None).await?;
+                    buckets::create(&ctx, body).await
+                }
+                (&Method::GET, Route::Bucket(b)) => {
+                    require(&ctx, "storage.buckets.get", Some(&b)).await?;
+                    buckets::get(&ctx, &b).await
+                }
+                (&Method::PATCH | &Method::PUT, Route::Bucket(b)) => {
+                    require(&ctx, "storage.buckets.update", Some(&b)).await?;
+                    buckets::patch(&ctx, &b, body, m == Method::PUT).await
+                }
+                (&Method::DELETE, Route::Bucket(b)) => {
+                    require(&ctx, "storage.buckets.delete", Some(&b)).await?;
+                    buckets::delete(&ctx, &b).await
+                }
+                (&Method::GET, Route::BucketIam(b)) => {
+                    require(&ctx, "storage.buckets.getIamPolicy", Some(&b)).await?;
+                    buckets::get_iam(&ctx, &b).await
+                }
+                (&Method::PUT, Route::BucketIam(b)) => {
+                    require(&ctx, "storage.buckets.setIamPolicy", Some(&b)).await?;
+                    buckets::set_iam(&ctx, &b, body).await
+                }
+                (&Method::GET, Route::BucketIamTest(b)) => buckets::test_iam(&ctx, &b, uri.query()).await,
+                (&Method::GET, Route::Objects(b)) => {
+                    require(&ctx, "storage.objects.list", Some(&b)).await?;
+                    objects::list(&ctx, &b).await
+                }
+                (&Method::GET, Route::Object(b, o)) => {
+                    require(&ctx, "storage.objects.get", Some(&b)).await?;
+                    if ctx.query.get("alt") == Some("media") {
+                        media::download(&ctx, &b, &o).await
+                    } else {
+                        objects::get(&ctx, &b, &o).await
+                    }
+                }
+                (&Method::PATCH | &Method::PUT, Route::Object(b, o)) => {
+                    require(&ctx, "storage.objects.update", Some(&b)).await?;
+                    objects::patch(&ctx, &b, &o, body, m == Method::PUT).await
+                }
+                (&Method::DELETE, Route::Object(b, o)) => {
+                    require(&ctx, "storage.objects.delete", Some(&b)).await?;
+                    objects::delete(&ctx, &b, &o).await
+                }
+                (&Method::POST, Route::Compose(b, o)) => {
+                    require(&ctx, "storage.objects.get", Some(&b)).await?;
+                    require(&ctx, "storage.objects.create", Some(&b)).await?;
+                    objects::compose(&ctx, &b, &o, body).await
+                }
                 (
                     &Method::POST,
                     Route::CopyTo {
@@ -282,7 +368,11 @@ pub async fn json_api(
                         dst_bucket,
                         dst,
                     },
-                ) => objects::copy(&ctx, &src_bucket, &src, &dst_bucket, &dst, body).await,
+                ) => {
+                    require(&ctx, "storage.objects.get", Some(&src_bucket)).await?;
+                    require(&ctx, "storage.objects.create", Some(&dst_bucket)).await?;
+                    objects::copy(&ctx, &src_bucket, &src, &dst_bucket, &dst, body).await
+                }
                 (&Method::POST, Route::RewriteTo { .. }) => Err(GcsError::new(
                     StatusCode::NOT_IMPLEMENTED,
                     "notImplemented",
@@ -307,6 +397,7 @@ pub async fn json_api(
 /// `/upload/storage/v1/b/{bucket}/o`: media, multipart and resumable uploads.
 pub async fn upload_api(
     State(app): State<AppState>,
+    axum::Extension(principal): axum::Extension<crate::api::auth::Principal>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -314,11 +405,12 @@ pub async fn upload_api(
 ) -> Response {
     respond(
         async {
-            let ctx = Ctx::new(app, method, &uri, headers)?;
+            let ctx = Ctx::new(app, principal.0, method, &uri, headers)?;
             let rest = uri.path().strip_prefix("/upload/storage/v1/").unwrap_or("");
             let Route::Objects(bucket) = parse_route(rest)? else {
                 return Err(GcsError::not_found(format!("Not Found: {}", uri.path())));
             };
+            require(&ctx, "storage.objects.create", Some(&bucket)).await?;
             media::upload(&ctx, &bucket, body).await
         }
         .await,
@@ -326,13 +418,20 @@ pub async fn upload_api(
 }
 
 /// `/download/storage/v1/b/{bucket}/o/{object}?alt=media`.
-pub async fn download_api(State(app): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+pub async fn download_api(
+    State(app): State<AppState>,
+    axum::Extension(principal): axum::Extension<crate::api::auth::Principal>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     respond(
         async {
-            let ctx = Ctx::new(app, method, &uri, headers)?;
+            let ctx = Ctx::new(app, principal.0, method, &uri, headers)?;
             let rest = uri.path().strip_prefix("/download/storage/v1/").unwrap_or("");
             match parse_route(rest)? {
                 Route::Object(b, o) if ctx.method == Method::GET || ctx.method == Method::HEAD => {
+                    require(&ctx, "storage.objects.get", Some(&b)).await?;
                     media::download(&ctx, &b, &o).await
                 }
                 _ => Err(GcsError::not_found(format!("Not Found: {}", uri.path()))),

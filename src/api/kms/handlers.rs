@@ -580,7 +580,7 @@ fn iam(app: &AppState, req: &Request) -> Result<Value> {
     }
 }
 
-fn parse_policy(o: &Obj<'_>) -> Result<Policy> {
+pub(crate) fn parse_policy(o: &Obj<'_>) -> Result<Policy> {
     let mut bindings = vec![];
     match o.get("bindings") {
         None => {}

@@ -1,8 +1,8 @@
 //! The Cloud KMS REST v1 face. Paths are parsed by hand into a typed target plus an
 //! optional `:verb`, because resource names and custom verbs share path segments.
 
-mod authz;
-mod handlers;
+pub(crate) mod authz;
+pub(crate) mod handlers;
 pub mod json;
 pub mod render;
 
