@@ -57,3 +57,16 @@ impl AuditLog {
         }
     }
 }
+
+/// Audits the KMS core's own state changes, attributed to the system.
+pub struct KmsAudit {
+    pub log: std::sync::Arc<AuditLog>,
+    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
+}
+
+impl crate::kms::EventSink for KmsAudit {
+    fn event(&self, resource: &str, what: &str, outcome: &str) {
+        self.log
+            .record(self.clock.now(), "system:sealstore", what, resource, "", outcome);
+    }
+}

@@ -18,6 +18,7 @@ pub struct KmsKeyService {
     kms: Kms,
     google: CryptoKeyName,
     policies: std::sync::Arc<crate::iam::PolicyStore>,
+    audit: std::sync::Arc<crate::audit::AuditLog>,
 }
 
 const USE_TO_ENCRYPT: &str = "cloudkms.cryptoKeyVersions.useToEncrypt";
@@ -37,7 +38,11 @@ fn key_error(e: KmsError, key: &str) -> KeyError {
 
 impl KmsKeyService {
     /// Creates the Google-managed key on first start.
-    pub fn new(kms: Kms, policies: std::sync::Arc<crate::iam::PolicyStore>) -> Result<Self, KmsError> {
+    pub fn new(
+        kms: Kms,
+        policies: std::sync::Arc<crate::iam::PolicyStore>,
+        audit: std::sync::Arc<crate::audit::AuditLog>,
+    ) -> Result<Self, KmsError> {
         let loc = LocationName::new(GOOGLE_MANAGED_PROJECT, "global")?;
         let ring = loc.key_ring(GOOGLE_MANAGED_RING)?;
         let google = ring.crypto_key(GOOGLE_MANAGED_KEY)?;
@@ -62,7 +67,12 @@ impl KmsKeyService {
                 },
             )?;
         }
-        Ok(Self { kms, google, policies })
+        Ok(Self {
+            kms,
+            google,
+            policies,
+            audit,
+        })
     }
 
     /// Storage uses customer keys as the project's service agent: the agent, not the
@@ -74,11 +84,20 @@ impl KmsKeyService {
             key.key_ring.to_string(),
             format!("projects/{}", key.key_ring.project),
         ];
-        match crate::iam::has_permission(&self.policies, &agent, &chain, permission) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(KeyError::PermissionDenied),
-            Err(e) => Err(KeyError::Internal(e.to_string())),
-        }
+        let (result, outcome) = match crate::iam::has_permission(&self.policies, &agent, &chain, permission) {
+            Ok(true) => (Ok(()), "OK"),
+            Ok(false) => (Err(KeyError::PermissionDenied), "DENIED"),
+            Err(e) => (Err(KeyError::Internal(e.to_string())), "INTERNAL"),
+        };
+        // Every use of a customer key by storage is a key use: audited.
+        let method = if permission == USE_TO_ENCRYPT {
+            "storage: wrap data key"
+        } else {
+            "storage: unwrap data key"
+        };
+        self.audit
+            .record(self.kms.now(), &agent, method, &key.to_string(), permission, outcome);
+        result
     }
 
     /// A customer-managed key named on a request: unversioned, and a real

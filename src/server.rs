@@ -130,7 +130,15 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
         &cfg.data_dir.join("audit.log"),
         cfg.audit_stdout,
     )?);
-    let keys = Arc::new(crate::keyservice::KmsKeyService::new(kms.clone(), policies.clone())?);
+    kms.set_event_sink(Arc::new(crate::audit::KmsAudit {
+        log: audit.clone(),
+        clock: clock.clone(),
+    }));
+    let keys = Arc::new(crate::keyservice::KmsKeyService::new(
+        kms.clone(),
+        policies.clone(),
+        audit.clone(),
+    )?);
     let meta = Arc::new(crate::storage::meta::SqliteMetaStore::open(&db_path)?);
     let blobs = crate::storage::blobs::BlobStore::new(blob_store(cfg.blob_store.as_deref(), &cfg.data_dir)?);
     let storage = Arc::new(crate::storage::Storage::new(meta, blobs, keys, clock.clone())?);

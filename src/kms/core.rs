@@ -32,6 +32,12 @@ pub trait DestroyGuard: Send + Sync {
     fn check_destroy(&self, version: &VersionName) -> Result<(), String>;
 }
 
+/// Receives the state changes the core makes on its own (scheduled destruction,
+/// automatic rotation, import-job expiry, blocked destruction) so they can be audited.
+pub trait EventSink: Send + Sync {
+    fn event(&self, resource: &str, what: &str, outcome: &str);
+}
+
 pub(super) struct VersionEntry {
     pub(super) meta: CryptoKeyVersion,
     pub(super) material: Option<Arc<Material>>,
@@ -67,6 +73,7 @@ pub(super) struct Inner {
     generation_wake: Condvar,
     generation_started: std::sync::Once,
     quota: Mutex<Option<Quota>>,
+    events: RwLock<Option<Arc<dyn EventSink>>>,
 }
 
 /// A per-project token bucket on encrypt/decrypt requests (Cloud KMS quotas).
@@ -253,6 +260,7 @@ impl Kms {
                 generation_wake: Condvar::new(),
                 generation_started: std::sync::Once::new(),
                 quota: Mutex::new(None),
+                events: RwLock::new(None),
             }),
         };
         kms.resume_pending_generation();
@@ -305,6 +313,17 @@ impl Kms {
         }
         *tokens -= 1.0;
         Ok(())
+    }
+
+    pub fn set_event_sink(&self, sink: Arc<dyn EventSink>) {
+        *self.inner.events.write().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+    }
+
+    pub(super) fn emit(&self, resource: &str, what: &str, outcome: &str) {
+        let sink = self.inner.events.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(s) = sink {
+            s.event(resource, what, outcome);
+        }
     }
 
     pub fn set_destroy_guard(&self, guard: Arc<dyn DestroyGuard>) {
@@ -857,6 +876,7 @@ impl Kms {
         for name in due {
             if let Err(reason) = self.check_guard(&name) {
                 tracing::warn!(version = %name, %reason, "scheduled destruction blocked; will retry");
+                self.emit(&name.to_string(), "DestroyCryptoKeyVersion (scheduled)", "BLOCKED");
                 continue;
             }
             let r = self.change_version(&name, |v, _| {
@@ -871,7 +891,10 @@ impl Kms {
                 Ok(true)
             });
             match r {
-                Ok(_) => tracing::info!(version = %name, "key version destroyed; material erased"),
+                Ok(_) => {
+                    tracing::info!(version = %name, "key version destroyed; material erased");
+                    self.emit(&name.to_string(), "DestroyCryptoKeyVersion (scheduled)", "OK");
+                }
                 Err(e) => tracing::debug!(version = %name, error = %e, "destruction skipped"),
             }
         }
@@ -914,6 +937,11 @@ impl Kms {
             Write::Version(&version.meta, sealed.as_deref().map_or(Sealed::Keep, Sealed::Set)),
         ])?;
         tracing::info!(key = %name, version = version.meta.name.version, "automatic rotation");
+        self.emit(
+            &version.meta.name.to_string(),
+            "CreateCryptoKeyVersion (automatic rotation)",
+            "OK",
+        );
         entry.key = key;
         entry.versions.insert(version.meta.name.version, version);
         Ok(())

@@ -254,6 +254,7 @@ impl Kms {
             match self.commit(&[Write::ImportJob(&job, Sealed::Erase)]) {
                 Ok(()) => {
                     tracing::info!(job = %job.name, "import job expired; wrapping key erased");
+                    self.emit(&job.name.to_string(), "ExpireImportJob", "OK");
                     entry.job = job;
                     entry.private_key = None;
                 }

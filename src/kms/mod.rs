@@ -16,8 +16,8 @@ pub mod types;
 pub mod wrapping;
 
 pub use core::{
-    DAY, DecryptOutput, DestroyGuard, EncryptOutput, KeyPatch, KeyView, Kms, MAX_HSM_INPUT, MAX_SOFTWARE_INPUT,
-    NewCryptoKey, PublicKeyOutput,
+    DAY, DecryptOutput, DestroyGuard, EncryptOutput, EventSink, KeyPatch, KeyView, Kms, MAX_HSM_INPUT,
+    MAX_SOFTWARE_INPUT, NewCryptoKey, PublicKeyOutput,
 };
 pub use error::{KmsError, KmsResult};
 pub use import::{IMPORT_JOB_LIFETIME, ImportRequest};
