@@ -62,8 +62,13 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
 impl AppState {
     /// Whether `principal` holds `permission` on the first resource of `chain`
     /// (checking the policies along the chain). In dev mode the dev user owns everything.
+    /// The dev user in dev mode: owner of everything, no policy lookups needed.
+    pub fn is_dev_owner(&self, principal: &str) -> bool {
+        !self.token_auth && principal == DEV_PRINCIPAL
+    }
+
     pub fn allowed(&self, principal: &str, permission: &str, chain: &[String]) -> bool {
-        if !self.token_auth && principal == DEV_PRINCIPAL {
+        if self.is_dev_owner(principal) {
             return true;
         }
         match crate::iam::has_permission(&self.policies, principal, chain, permission) {

@@ -39,6 +39,9 @@ pub struct Storage {
     pub(super) clock: Arc<dyn Clock>,
     last_generation: AtomicI64,
     pub(super) active_sessions: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Bucket metadata is read on every request and rarely changes: cached, and
+    /// updated by every bucket write (this process is the only writer).
+    bucket_cache: std::sync::RwLock<std::collections::HashMap<String, Bucket>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -254,6 +257,7 @@ impl Storage {
             clock,
             last_generation: AtomicI64::new(last),
             active_sessions: Default::default(),
+            bucket_cache: Default::default(),
         })
     }
 
@@ -353,6 +357,7 @@ impl Storage {
         }
         let b = bucket.clone();
         self.blocking(move |m| m.insert_bucket(&b)).await?;
+        self.cache_bucket(&bucket);
         Ok(bucket)
     }
 
@@ -366,10 +371,30 @@ impl Storage {
     }
 
     pub async fn get_bucket(&self, name: &str) -> StorageResult<Bucket> {
+        if let Some(b) = self.bucket_cache.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return Ok(b.clone());
+        }
         let n = name.to_owned();
-        self.blocking(move |m| m.get_bucket(&n))
+        let b = self
+            .blocking(move |m| m.get_bucket(&n))
             .await?
-            .ok_or_else(|| StorageError::NotFound(format!("The specified bucket does not exist: {name}")))
+            .ok_or_else(|| StorageError::NotFound(format!("The specified bucket does not exist: {name}")))?;
+        self.cache_bucket(&b);
+        Ok(b)
+    }
+
+    fn cache_bucket(&self, b: &Bucket) {
+        self.bucket_cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(b.name.clone(), b.clone());
+    }
+
+    fn forget_bucket(&self, name: &str) {
+        self.bucket_cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
     }
 
     pub async fn list_buckets(
@@ -430,14 +455,21 @@ impl Storage {
         b.metageneration += 1;
         b.updated = self.clock.now();
         let nb = b.clone();
-        self.blocking(move |m| m.update_bucket(&nb, expected)).await?;
+        let result = self.blocking(move |m| m.update_bucket(&nb, expected)).await;
+        // On failure the cached copy may be stale: drop it either way, then re-cache.
+        self.forget_bucket(name);
+        result?;
+        self.cache_bucket(&b);
         Ok(b)
     }
 
     pub async fn delete_bucket(&self, name: &str, if_metageneration_match: Option<i64>) -> StorageResult<()> {
         let n = name.to_owned();
-        self.blocking(move |m| m.delete_bucket(&n, if_metageneration_match))
-            .await
+        let result = self
+            .blocking(move |m| m.delete_bucket(&n, if_metageneration_match))
+            .await;
+        self.forget_bucket(name);
+        result
     }
 
     // ---- writes ----------------------------------------------------------------------
