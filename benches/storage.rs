@@ -70,14 +70,8 @@ fn agent() -> ureq::Agent {
         .new_agent()
 }
 
-/// A reader producing `len` bytes by cycling through 16 MiB of random data, so the
-/// client spends almost no CPU (it shares the two cores with the server).
-struct Gen {
-    left: u64,
-    pos: usize,
-    data: Arc<Vec<u8>>,
-}
-
+/// 16 MiB of random data, cycled as upload bodies, so the client spends almost no CPU
+/// (it shares the two cores with the server).
 fn pattern() -> Arc<Vec<u8>> {
     let mut state = 1u64;
     Arc::new(
@@ -92,15 +86,59 @@ fn pattern() -> Arc<Vec<u8>> {
     )
 }
 
-impl Read for Gen {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = (buf.len() as u64)
-            .min(self.left)
-            .min((self.data.len() - self.pos) as u64) as usize;
-        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
-        self.pos = (self.pos + n) % self.data.len();
-        self.left -= n as u64;
-        Ok(n)
+/// A minimal keep-alive HTTP/1.1 client over a raw socket: the load generator shares
+/// the two cores with the server, so it must cost as little CPU as possible.
+struct Raw {
+    stream: std::net::TcpStream,
+    host: String,
+}
+
+impl Raw {
+    fn connect(url: &str) -> Self {
+        let host = url.trim_start_matches("http://").to_owned();
+        let stream = std::net::TcpStream::connect(&host).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Self { stream, host }
+    }
+
+    /// Sends a request with `body_len` bytes taken from `body` (cycled), returns the status
+    /// and the number of body bytes received (discarded).
+    fn request(&mut self, method: &str, path: &str, body: &[u8], body_len: u64) -> (u16, u64) {
+        use std::io::Write;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {body_len}\r\n\r\n",
+            self.host
+        );
+        self.stream.write_all(head.as_bytes()).unwrap();
+        let mut left = body_len;
+        while left > 0 {
+            let n = left.min(body.len() as u64) as usize;
+            self.stream.write_all(&body[..n]).unwrap();
+            left -= n as u64;
+        }
+        // Response head, then Content-Length bytes of body.
+        let mut buf = Vec::with_capacity(4096);
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            self.stream.read_exact(&mut byte).unwrap();
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let len: u64 = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut sink = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        while got < len {
+            let want = ((len - got) as usize).min(sink.len());
+            let n = self.stream.read(&mut sink[..want]).unwrap();
+            assert!(n > 0, "connection closed");
+            got += n as u64;
+        }
+        (status, got)
     }
 }
 
@@ -117,38 +155,18 @@ fn md5_ceiling(len: usize) -> f64 {
 }
 
 fn upload(s: &Server, name: &str, len: u64, data: &Arc<Vec<u8>>) -> f64 {
+    let mut c = Raw::connect(&s.url);
     let t = Instant::now();
-    agent()
-        .post(format!(
-            "{}/upload/storage/v1/b/bench/o?uploadType=media&name={name}",
-            s.url
-        ))
-        .header("content-type", "application/octet-stream")
-        .send(ureq::SendBody::from_reader(&mut Gen {
-            left: len,
-            pos: 0,
-            data: data.clone(),
-        }))
-        .expect("upload");
+    let (status, _) = c.request("POST", &format!("/upload/storage/v1/b/bench/o?uploadType=media&name={name}"), data, len);
+    assert_eq!(status, 200, "upload failed");
     len as f64 / t.elapsed().as_secs_f64() / 1e6
 }
 
 fn download(s: &Server, name: &str) -> f64 {
+    let mut c = Raw::connect(&s.url);
     let t = Instant::now();
-    let mut resp = agent()
-        .get(format!("{}/download/storage/v1/b/bench/o/{name}?alt=media", s.url))
-        .call()
-        .expect("download");
-    let mut r = resp.body_mut().with_config().limit(u64::MAX).reader();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = r.read(&mut buf).unwrap();
-        if k == 0 {
-            break;
-        }
-        n += k as u64;
-    }
+    let (status, n) = c.request("GET", &format!("/download/storage/v1/b/bench/o/{name}?alt=media"), &[], 0);
+    assert_eq!(status, 200, "download failed");
     n as f64 / t.elapsed().as_secs_f64() / 1e6
 }
 
@@ -159,27 +177,16 @@ fn small_ops(s: &Server, put: bool, seconds: f64) -> f64 {
         .map(|t| {
             let (url, done) = (s.url.clone(), done.clone());
             std::thread::spawn(move || {
-                let a = agent();
+                let mut c = Raw::connect(&url);
                 let body = vec![7u8; 4096];
                 let mut i = 0;
                 while Instant::now() < deadline {
-                    if put {
-                        a.post(format!(
-                            "{url}/upload/storage/v1/b/bench/o?uploadType=media&name=small-{t}-{i}"
-                        ))
-                        .header("content-type", "application/octet-stream")
-                        .send(&body[..])
-                        .expect("put");
+                    let (status, _) = if put {
+                        c.request("POST", &format!("/upload/storage/v1/b/bench/o?uploadType=media&name=small-{t}-{i}"), &body, 4096)
                     } else {
-                        let mut r = a
-                            .get(format!(
-                                "{url}/download/storage/v1/b/bench/o/small-{t}-{}?alt=media",
-                                i % 50
-                            ))
-                            .call()
-                            .expect("get");
-                        let _ = r.body_mut().read_to_vec().unwrap();
-                    }
+                        c.request("GET", &format!("/download/storage/v1/b/bench/o/small-{t}-{}?alt=media", i % 50), &[], 0)
+                    };
+                    assert_eq!(status, 200);
                     i += 1;
                     done.fetch_add(1, Ordering::Relaxed);
                 }

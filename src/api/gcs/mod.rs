@@ -376,11 +376,11 @@ pub async fn json_api(
                     require(&ctx, "storage.objects.create", Some(&dst_bucket)).await?;
                     objects::copy(&ctx, &src_bucket, &src, &dst_bucket, &dst, body).await
                 }
-                (&Method::POST, Route::RewriteTo { .. }) => Err(GcsError::new(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "notImplemented",
-                    "objects.rewrite is not supported by sealstore yet; use copyTo.",
-                )),
+                (&Method::POST, Route::RewriteTo { src_bucket, src, dst_bucket, dst }) => {
+                    require(&ctx, "storage.objects.get", Some(&src_bucket)).await?;
+                    require(&ctx, "storage.objects.create", Some(&dst_bucket)).await?;
+                    objects::rewrite(&ctx, &src_bucket, &src, &dst_bucket, &dst, body).await
+                }
                 (&Method::GET, Route::ServiceAccount(p)) => Ok(axum::Json(serde_json::json!({
                     "kind": "storage#serviceAccount",
                     "email_address": format!("service-{p}@gs-project-accounts.iam.gserviceaccount.com"),

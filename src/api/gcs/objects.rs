@@ -318,3 +318,131 @@ pub async fn compose(ctx: &Ctx, bucket: &str, dest: &str, body: Body) -> GcsResu
     let (rec, hashes) = ctx.app.storage.compose(opened, spec).await?;
     Ok(object_response(ctx, &rec, Some(&hashes)))
 }
+
+/// What a rewrite token carries: the destination upload session and what the rewrite
+/// is bound to (source generation and destination parameters).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RewriteToken {
+    session: String,
+    source_generation: i64,
+    binding: String,
+}
+
+fn rewrite_binding(ctx: &Ctx, dst_bucket: &str, dst: &str, key: &Option<String>, max: u64) -> GcsResult<String> {
+    let csek = ctx.csek("x-goog-encryption")?.map(|k| k.sha256_b64()).unwrap_or_default();
+    let text = format!("{dst_bucket}\n{dst}\n{}\n{csek}\n{max}", key.clone().unwrap_or_default());
+    use base64::Engine;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())))
+}
+
+/// `objects.rewrite`: copies a generation to a destination, re-encrypting it under a
+/// fresh DEK and the destination's key (CSEK headers, `destinationKmsKeyName`, the
+/// destination bucket's default, else Google-managed). With `maxBytesRewrittenPerCall`
+/// the work spans several calls; progress lives in a persisted upload session, so a
+/// rewrite token survives a restart.
+pub async fn rewrite(ctx: &Ctx, src_bucket: &str, src: &str, dst_bucket: &str, dst: &str, body: Body) -> GcsResult<Response> {
+    use base64::Engine;
+    let body = json_body(body).await?;
+    let source_key = ctx.csek("x-goog-copy-source-encryption")?;
+    let dest_key_name = super::media::key_param(ctx, "destinationKmsKeyName")?;
+    let max = match ctx.int("maxBytesRewrittenPerCall")? {
+        None => None,
+        Some(m) if m < 1 << 20 || m % (1 << 20) != 0 => {
+            return Err(GcsError::invalid("maxBytesRewrittenPerCall must be a positive multiple of 1048576."));
+        }
+        Some(m) => Some(m as u64),
+    };
+    let binding = rewrite_binding(ctx, dst_bucket, dst, &dest_key_name, max.unwrap_or(0))?;
+    let token: Option<RewriteToken> = match ctx.query.get("rewriteToken").filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or_else(|| GcsError::invalid("Invalid rewriteToken."))?,
+        ),
+    };
+    let source_generation = match &token {
+        Some(t) => Some(t.source_generation),
+        None => ctx.int("sourceGeneration")?,
+    };
+    let source = match ctx.app.storage.get_object(src_bucket, src, source_generation, &Preconditions::default()).await {
+        Ok(r) => r,
+        Err(StorageError::NotFound(_)) if token.is_some() => {
+            return Err(GcsError::new(StatusCode::PRECONDITION_FAILED, "conditionNotMet", "The source object changed during the rewrite."));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    ctx.preconditions("Source")?.check(Some((source.generation, source.metageneration)), false)?;
+    let opened = ctx.app.storage.open(source, source_key.as_deref())?;
+    let size = opened.record.size;
+    let dest_csek = ctx.csek("x-goog-encryption")?;
+    // Without a limit (or when it covers the rest), one call finishes the rewrite.
+    let session = match &token {
+        Some(t) => {
+            if t.binding != binding {
+                return Err(GcsError::invalid("The rewrite parameters differ from those of the first call."));
+            }
+            t.session.clone()
+        }
+        None => {
+            check_unsupported(&body)?;
+            let mut spec = dest_spec(ctx, dst_bucket, dst, "destinationKmsKeyName")?;
+            spec.meta = apply_meta(&opened.record.meta, &body, false)?;
+            spec.storage_class = body.get("storageClass").and_then(Value::as_str).map(str::to_owned).or(Some(opened.record.storage_class.clone()));
+            ctx.app.storage.start_resumable(spec, Some(size)).await?
+        }
+    };
+    // Where the destination session stands.
+    let persisted = match ctx
+        .app
+        .storage
+        .put_chunk(&session, crate::storage::ChunkRange::Query { total: None }, None, None, None, futures::stream::empty::<Result<bytes::Bytes, StorageError>>())
+        .await?
+    {
+        crate::storage::ChunkOutcome::Incomplete { persisted } => persisted,
+        crate::storage::ChunkOutcome::Complete(rec, h) => return Ok(rewrite_response(ctx, size, size, Some((&rec, &h)), None)),
+    };
+    let end = match max {
+        Some(m) => (persisted + m).min(size),
+        None => size,
+    };
+    let range = if size == 0 {
+        crate::storage::ChunkRange::Query { total: Some(0) }
+    } else {
+        crate::storage::ChunkRange::Data { start: persisted, end: end - 1, total: if end == size { Some(size) } else { None } }
+    };
+    let data = ctx.app.storage.read_range(&opened, persisted, end);
+    let outcome = ctx.app.storage.put_chunk(&session, range, None, None, dest_csek.as_deref(), data).await?;
+    match outcome {
+        crate::storage::ChunkOutcome::Complete(rec, h) => Ok(rewrite_response(ctx, end, size, Some((&rec, &h)), None)),
+        crate::storage::ChunkOutcome::Incomplete { persisted } => {
+            let t = RewriteToken { session, source_generation: opened.record.generation, binding };
+            let t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&t).map_err(StorageError::internal)?);
+            Ok(rewrite_response(ctx, persisted, size, None, Some(t)))
+        }
+    }
+}
+
+fn rewrite_response(
+    ctx: &Ctx,
+    rewritten: u64,
+    size: u64,
+    done: Option<(&crate::storage::model::ObjectRecord, &ObjectHashes)>,
+    token: Option<String>,
+) -> Response {
+    let mut v = json!({
+        "kind": "storage#rewriteResponse",
+        "totalBytesRewritten": rewritten.to_string(),
+        "objectSize": size.to_string(),
+        "done": done.is_some(),
+    });
+    if let Some((rec, h)) = done {
+        v["resource"] = render::object(rec, Some(h), &ctx.base);
+    }
+    if let Some(t) = token {
+        v["rewriteToken"] = json!(t);
+    }
+    Json(v).into_response()
+}
