@@ -157,7 +157,12 @@ fn md5_ceiling(len: usize) -> f64 {
 fn upload(s: &Server, name: &str, len: u64, data: &Arc<Vec<u8>>) -> f64 {
     let mut c = Raw::connect(&s.url);
     let t = Instant::now();
-    let (status, _) = c.request("POST", &format!("/upload/storage/v1/b/bench/o?uploadType=media&name={name}"), data, len);
+    let (status, _) = c.request(
+        "POST",
+        &format!("/upload/storage/v1/b/bench/o?uploadType=media&name={name}"),
+        data,
+        len,
+    );
     assert_eq!(status, 200, "upload failed");
     len as f64 / t.elapsed().as_secs_f64() / 1e6
 }
@@ -165,7 +170,12 @@ fn upload(s: &Server, name: &str, len: u64, data: &Arc<Vec<u8>>) -> f64 {
 fn download(s: &Server, name: &str) -> f64 {
     let mut c = Raw::connect(&s.url);
     let t = Instant::now();
-    let (status, n) = c.request("GET", &format!("/download/storage/v1/b/bench/o/{name}?alt=media"), &[], 0);
+    let (status, n) = c.request(
+        "GET",
+        &format!("/download/storage/v1/b/bench/o/{name}?alt=media"),
+        &[],
+        0,
+    );
     assert_eq!(status, 200, "download failed");
     n as f64 / t.elapsed().as_secs_f64() / 1e6
 }
@@ -182,9 +192,19 @@ fn small_ops(s: &Server, put: bool, seconds: f64) -> f64 {
                 let mut i = 0;
                 while Instant::now() < deadline {
                     let (status, _) = if put {
-                        c.request("POST", &format!("/upload/storage/v1/b/bench/o?uploadType=media&name=small-{t}-{i}"), &body, 4096)
+                        c.request(
+                            "POST",
+                            &format!("/upload/storage/v1/b/bench/o?uploadType=media&name=small-{t}-{i}"),
+                            &body,
+                            4096,
+                        )
                     } else {
-                        c.request("GET", &format!("/download/storage/v1/b/bench/o/small-{t}-{}?alt=media", i % 50), &[], 0)
+                        c.request(
+                            "GET",
+                            &format!("/download/storage/v1/b/bench/o/small-{t}-{}?alt=media", i % 50),
+                            &[],
+                            0,
+                        )
                     };
                     assert_eq!(status, 200);
                     i += 1;

@@ -20,11 +20,22 @@ enum Command {
     Serve(ServeArgs),
     /// gcloud-style Cloud KMS commands against a running server.
     Kms(Box<sealstore::client::kms::KmsArgs>),
+    /// Object queries against a running server.
+    Objects {
+        #[command(subcommand)]
+        command: ObjectsCommand,
+    },
     /// Identity administration on a data dir (works whether or not the server runs).
     Iam {
         #[command(subcommand)]
         command: IamCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ObjectsCommand {
+    /// Lists the generations of a bucket that a key (or key version, or CSEK) protects.
+    Find(sealstore::client::objects::FindArgs),
 }
 
 #[derive(Subcommand)]
@@ -199,6 +210,13 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(sealstore::server::serve(cfg))
         }
         Command::Iam { command } => run_iam(command),
+        Command::Objects {
+            command: ObjectsCommand::Find(args),
+        } => {
+            let out = sealstore::client::objects::find(args)?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
         Command::Kms(args) => {
             let out = sealstore::client::kms::run(*args)?;
             println!("{}", serde_json::to_string_pretty(&out)?);

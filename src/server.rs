@@ -141,7 +141,11 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
     )?);
     let meta = Arc::new(crate::storage::meta::SqliteMetaStore::open(&db_path)?);
     let blobs = crate::storage::blobs::BlobStore::new(blob_store(cfg.blob_store.as_deref(), &cfg.data_dir)?);
-    let storage = Arc::new(crate::storage::Storage::new(meta, blobs, keys, clock.clone())?);
+    let storage = Arc::new(crate::storage::Storage::new(meta.clone(), blobs, keys, clock.clone())?);
+    kms.set_destroy_guard(Arc::new(crate::storage::guard::RetentionGuard::new(
+        meta,
+        clock.clone(),
+    )));
     Ok(AppState {
         kms,
         policies,

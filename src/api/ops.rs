@@ -42,6 +42,14 @@ pub async fn handle(
     if method == Method::POST && path == "/sealstore/v1/clock:advance" && app.fake_clock {
         return advance(app, &body).await;
     }
+    if method == Method::GET
+        && let Some(bucket) = path
+            .strip_prefix("/sealstore/v1/b/")
+            .and_then(|r| r.strip_suffix("/objectsByKey"))
+    {
+        let bucket = crate::api::query::percent_decode(bucket, false).unwrap_or_default();
+        return objects_by_key(&app, &principal.0, &bucket, uri.query()).await;
+    }
     if let Some(rest) = path.strip_prefix("/sealstore/v1/projects/")
         && let Some((project, verb)) = rest.split_once(':')
         && crate::kms::names::valid_project(project)
@@ -116,4 +124,74 @@ async fn advance(app: AppState, body: &[u8]) -> Response {
         return RpcError::new(Code::Internal, "Applying due transitions failed.").into_response();
     }
     Json(json!({"now": crate::api::kms::json::format_time(now)})).into_response()
+}
+
+/// `GET /sealstore/v1/b/{bucket}/objectsByKey?kmsKeyName=K[&keyVersion=N][&csekSha256=H]`:
+/// the generations a key protects, so they can be rewritten before it is disabled.
+async fn objects_by_key(app: &AppState, principal: &str, bucket: &str, raw_query: Option<&str>) -> Response {
+    use crate::storage::KeyFilter;
+    let gcs = |e: crate::storage::StorageError| crate::api::gcs::error::GcsError::from(e).into_response();
+    let q = match crate::api::query::Query::parse(raw_query) {
+        Ok(q) => q,
+        Err(m) => return RpcError::invalid(m).into_response(),
+    };
+    let chain = vec![crate::api::gcs::bucket_resource(bucket)];
+    let mut chain = chain;
+    if let Ok(b) = app.storage.get_bucket(bucket).await {
+        chain.push(format!("projects/{}", b.project));
+    }
+    if !app.allowed(principal, "storage.objects.list", &chain) {
+        app.audit(
+            principal,
+            "GET objectsByKey",
+            &chain[0],
+            "storage.objects.list",
+            "DENIED",
+        );
+        return RpcError::new(
+            Code::PermissionDenied,
+            format!("Permission 'storage.objects.list' denied on resource '{}'.", chain[0]),
+        )
+        .into_response();
+    }
+    let filter = match (q.get("kmsKeyName"), q.get("keyVersion"), q.get("csekSha256")) {
+        (Some(k), None, None) if !k.contains("/cryptoKeyVersions/") => KeyFilter::Key(k.to_owned()),
+        (Some(k), Some(v), None) if v.parse::<u32>().is_ok() => {
+            KeyFilter::Version(format!("{k}/cryptoKeyVersions/{v}"))
+        }
+        (None, None, Some(h)) => KeyFilter::Csek(h.to_owned()),
+        _ => {
+            return RpcError::invalid("Give kmsKeyName (unversioned), kmsKeyName with keyVersion, or csekSha256.")
+                .into_response();
+        }
+    };
+    let limit = q.i64("maxResults").ok().flatten().unwrap_or(1000).clamp(1, 1000) as usize;
+    match app
+        .storage
+        .objects_by_key(bucket, filter, q.get("pageToken"), limit)
+        .await
+    {
+        Ok((items, next)) => {
+            let items: Vec<serde_json::Value> = items
+                .iter()
+                .map(|o| {
+                    let mut v = json!({"name": o.name, "generation": o.generation.to_string()});
+                    match o.envelope.kind {
+                        crate::storage::model::KeyKind::Csek => {
+                            v["customerEncryption"] =
+                                json!({"encryptionAlgorithm": "AES256", "keySha256": o.envelope.csek_sha256});
+                        }
+                        _ => v["kmsKeyName"] = json!(o.envelope.key_version),
+                    }
+                    v
+                })
+                .collect();
+            let mut v = json!({"items": items});
+            if let Some(t) = next {
+                v["nextPageToken"] = json!(t);
+            }
+            Json(v).into_response()
+        }
+        Err(e) => gcs(e),
+    }
 }

@@ -8,7 +8,10 @@ use super::error::{StorageError, StorageResult};
 use super::hashing::{HashPipeline, Hashes};
 use super::keys::{KeyChoice, KeyService, check_key_location};
 use super::meta::{ListQuery, MetaStore};
-use super::model::{Bucket, Envelope, KeyKind, ObjectMeta, ObjectRecord, Preconditions};
+use super::model::{
+    Bucket, Envelope, KeyKind, ObjectMeta, ObjectRecord, ObjectRetention, Preconditions, RetentionPolicy,
+    WriteProtection,
+};
 use super::names::{check_bucket_name, check_object_name};
 use super::segment::{Dek, ObjectCipher, SEGMENT, TAG, random_prefix, segment_count, segment_plain_len};
 use crate::clock::Clock;
@@ -53,6 +56,20 @@ pub struct NewBucket {
     pub versioning: bool,
     pub labels: BTreeMap<String, String>,
     pub default_kms_key_name: Option<String>,
+    pub retention_period: Option<i64>,
+    pub default_event_based_hold: bool,
+    pub object_retention: bool,
+}
+
+/// Which key an objects-by-key query looks for.
+#[derive(Debug, Clone)]
+pub enum KeyFilter {
+    /// Any version of this (unversioned) KMS key.
+    Key(String),
+    /// One KMS key version.
+    Version(String),
+    /// A customer-supplied key, by its base64 SHA-256.
+    Csek(String),
 }
 
 /// Fields a bucket patch names; `Some(None)` clears.
@@ -62,6 +79,41 @@ pub struct BucketPatch {
     pub labels: Option<BTreeMap<String, String>>,
     pub storage_class: Option<String>,
     pub default_kms_key_name: Option<Option<String>>,
+    /// Retention period in seconds; `Some(None)` removes the policy.
+    pub retention_period: Option<Option<i64>>,
+    pub default_event_based_hold: Option<bool>,
+}
+
+/// Changes to an object's holds and retention (`None`: unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct ProtectionPatch {
+    pub temporary_hold: Option<bool>,
+    pub event_based_hold: Option<bool>,
+    /// `Some(None)` removes the object's retention.
+    pub retention: Option<Option<ObjectRetention>>,
+    pub override_unlocked_retention: bool,
+}
+
+/// GCS allows retention periods up to 100 years.
+const MAX_RETENTION_SECS: i64 = 100 * 365 * 86_400;
+
+fn check_period(p: i64) -> StorageResult<()> {
+    if p <= 0 || p >= MAX_RETENTION_SECS {
+        return Err(StorageError::invalid(format!(
+            "Invalid retentionPeriod {p}: it must be between 1 second and 100 years."
+        )));
+    }
+    Ok(())
+}
+
+fn check_retention_mode(r: &ObjectRetention) -> StorageResult<()> {
+    if r.mode != "Unlocked" && r.mode != "Locked" {
+        return Err(StorageError::invalid(format!(
+            "Invalid object retention mode {:?}: use Unlocked or Locked.",
+            r.mode
+        )));
+    }
+    Ok(())
 }
 
 /// Everything about a new object generation except its data.
@@ -78,6 +130,7 @@ pub struct WriteSpec {
     pub kms_key_name: Option<String>,
     /// For composites: their component count. Composites have no MD5.
     pub component_count: Option<u32>,
+    pub protection: WriteProtection,
     /// A customer-supplied key: it protects the object instead of any KMS key.
     pub csek: Option<Arc<CustomerKey>>,
 }
@@ -261,6 +314,53 @@ impl Storage {
         })
     }
 
+    /// The metadata store (for the destruction guard, which runs outside requests).
+    pub fn meta(&self) -> Arc<dyn MetaStore> {
+        self.meta.clone()
+    }
+
+    /// Generations of a bucket encrypted with a key (any version), one key version, or a
+    /// customer key (`csek:<sha256>`): an indexed query, not a scan. Returns a page and
+    /// the token of the next.
+    pub async fn objects_by_key(
+        &self,
+        bucket: &str,
+        filter: KeyFilter,
+        page_token: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<(Vec<ObjectRecord>, Option<String>)> {
+        self.get_bucket(bucket).await?;
+        let (lo, hi) = match filter {
+            KeyFilter::Key(k) => (format!("{k}/cryptoKeyVersions/"), format!("{k}/cryptoKeyVersions0")),
+            KeyFilter::Version(v) => (v.clone(), format!("{v}\u{1}")),
+            KeyFilter::Csek(sha) => (format!("csek:{sha}"), format!("csek:{sha}\u{1}")),
+        };
+        let after = match page_token {
+            None | Some("") => None,
+            Some(t) => match decode_token(t)? {
+                Cursor::After(n, g) => Some((n, g)),
+                Cursor::At(_) => return Err(StorageError::invalid("Invalid pageToken.")),
+            },
+        };
+        let (b, limit) = (bucket.to_owned(), limit.clamp(1, 1000));
+        let mut items = self
+            .blocking(move |m| m.objects_by_key(&b, &lo, &hi, after, limit + 1))
+            .await?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items
+                .last()
+                .map(|r| encode_token(&Cursor::After(r.name.clone(), r.generation)))
+        } else {
+            None
+        };
+        Ok((items, next))
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
     /// Generations are microsecond timestamps, strictly increasing.
     pub(super) fn next_generation(&self) -> i64 {
         let now = self.clock.now().timestamp_micros();
@@ -351,6 +451,19 @@ impl Storage {
             versioning: spec.versioning,
             labels: spec.labels,
             default_kms_key_name: spec.default_kms_key_name,
+            retention_policy: match spec.retention_period {
+                Some(p) => {
+                    check_period(p)?;
+                    Some(RetentionPolicy {
+                        retention_period: p,
+                        effective_time: now,
+                        is_locked: false,
+                    })
+                }
+                None => None,
+            },
+            default_event_based_hold: spec.default_event_based_hold,
+            object_retention: spec.object_retention,
         };
         if let Some(k) = &bucket.default_kms_key_name {
             self.validate_default_key(&bucket, k)?;
@@ -452,11 +565,87 @@ impl Storage {
             }
             b.default_kms_key_name = k;
         }
+        if let Some(h) = patch.default_event_based_hold {
+            b.default_event_based_hold = h;
+        }
+        if let Some(change) = patch.retention_period {
+            let now = self.clock.now();
+            b.retention_policy = match (b.retention_policy.take(), change) {
+                (Some(p), None) if p.is_locked => {
+                    return Err(StorageError::Forbidden {
+                        reason: "retentionPolicyNotMet",
+                        message: format!(
+                            "Bucket '{}' has a locked Retention Policy which cannot be removed.",
+                            b.name
+                        ),
+                    });
+                }
+                (_, None) => None,
+                (Some(p), Some(new)) if p.is_locked && new < p.retention_period => {
+                    return Err(StorageError::BadRequest {
+                        reason: "badRequest",
+                        message: "The retention period on a locked bucket cannot be reduced.".into(),
+                    });
+                }
+                (Some(p), Some(new)) => {
+                    check_period(new)?;
+                    Some(RetentionPolicy {
+                        retention_period: new,
+                        ..p
+                    })
+                }
+                (None, Some(new)) => {
+                    check_period(new)?;
+                    Some(RetentionPolicy {
+                        retention_period: new,
+                        effective_time: now,
+                        is_locked: false,
+                    })
+                }
+            };
+        }
         b.metageneration += 1;
         b.updated = self.clock.now();
         let nb = b.clone();
         let result = self.blocking(move |m| m.update_bucket(&nb, expected)).await;
         // On failure the cached copy may be stale: drop it either way, then re-cache.
+        self.forget_bucket(name);
+        result?;
+        self.cache_bucket(&b);
+        Ok(b)
+    }
+
+    /// Locks the bucket's retention policy for good (`ifMetagenerationMatch` required).
+    pub async fn lock_retention_policy(
+        &self,
+        name: &str,
+        if_metageneration_match: Option<i64>,
+    ) -> StorageResult<Bucket> {
+        let Some(m) = if_metageneration_match else {
+            return Err(StorageError::BadRequest {
+                reason: "required",
+                message: "Required parameter: ifMetagenerationMatch".into(),
+            });
+        };
+        let mut b = self.get_bucket(name).await?;
+        if b.metageneration != m {
+            return Err(StorageError::PreconditionFailed(
+                "At least one of the pre-conditions you specified did not hold (ifMetagenerationMatch).".into(),
+            ));
+        }
+        match b.retention_policy.as_mut() {
+            None => {
+                return Err(StorageError::BadRequest {
+                    reason: "badRequest",
+                    message: format!("Bucket '{name}' has no retention policy to lock."),
+                });
+            }
+            Some(p) => p.is_locked = true,
+        }
+        b.metageneration += 1;
+        b.updated = self.clock.now();
+        let nb = b.clone();
+        let result = self.blocking(move |meta| meta.update_bucket(&nb, m)).await;
         self.forget_bucket(name);
         result?;
         self.cache_bucket(&b);
@@ -618,19 +807,24 @@ impl Storage {
         {
             return Err(StorageError::invalid(format!("Invalid storage class: {c}.")));
         }
-        if !spec.preconditions.is_empty() {
-            let live = self.live_state(&spec.bucket, &spec.name).await?;
-            spec.preconditions.check(live, false)?;
+        if spec.protection.retention.is_some() && !bucket.object_retention {
+            return Err(StorageError::invalid(format!(
+                "Object retention is not enabled on bucket {}: create it with enableObjectRetention=true.",
+                bucket.name
+            )));
+        }
+        if let Some(r) = &spec.protection.retention {
+            check_retention_mode(r)?;
+        }
+        let (b, n) = (spec.bucket.clone(), spec.name.clone());
+        let live = self.blocking(move |m| m.get_object(&b, &n, None)).await?;
+        spec.preconditions
+            .check(live.as_ref().map(|r| (r.generation, r.metageneration)), false)?;
+        if let Some(l) = &live {
+            // An overwrite replaces the live generation: holds and retention forbid it.
+            l.check_removable(&bucket, self.clock.now())?;
         }
         Ok(bucket)
-    }
-
-    async fn live_state(&self, bucket: &str, name: &str) -> StorageResult<Option<(i64, i64)>> {
-        let (b, n) = (bucket.to_owned(), name.to_owned());
-        Ok(self
-            .blocking(move |m| m.get_object(&b, &n, None))
-            .await?
-            .map(|r| (r.generation, r.metageneration)))
     }
 
     /// Commits a fully written generation, or deletes its blob if the commit fails.
@@ -640,6 +834,16 @@ impl Storage {
         record: ObjectRecord,
         pre: Preconditions,
     ) -> StorageResult<ObjectRecord> {
+        // Holds or retention may have appeared while the data was streaming.
+        let (b, n) = (record.bucket.clone(), record.name.clone());
+        if let Some(live) = self.blocking(move |m| m.get_object(&b, &n, None)).await?
+            && let Err(e) = live.check_removable(bucket, self.clock.now())
+        {
+            self.blobs
+                .delete(&record.envelope.blob_id, record.envelope.parts.len())
+                .await;
+            return Err(e);
+        }
         let rec = record.clone();
         let keep = bucket.versioning;
         let parts = record.envelope.parts.len();
@@ -681,6 +885,13 @@ impl Storage {
             updated: now,
             component_count,
             envelope,
+            temporary_hold: spec.protection.temporary_hold,
+            event_based_hold: spec
+                .protection
+                .event_based_hold
+                .unwrap_or(bucket.default_event_based_hold),
+            retention_base: None,
+            retention: spec.protection.retention.clone(),
         }
     }
 
@@ -908,7 +1119,12 @@ impl Storage {
         pre: &Preconditions,
     ) -> StorageResult<()> {
         // On a versioned bucket, deleting the live object keeps it as noncurrent.
-        let versioned = self.get_bucket(bucket).await?.versioning;
+        let b = self.get_bucket(bucket).await?;
+        let versioned = b.versioning;
+        let target = self
+            .get_object(bucket, name, generation, &Preconditions::default())
+            .await?;
+        target.check_removable(&b, self.clock.now())?;
         let (b, n, p) = (bucket.to_owned(), name.to_owned(), *pre);
         let removed = self
             .blocking(move |m| m.delete_object(&b, &n, generation, &p, versioned))
@@ -984,4 +1200,67 @@ mod tests {
         assert!(matches!(decode_token(&t).unwrap(), Cursor::After(n, 5) if n == "x"));
         assert!(decode_token("!!").is_err());
     }
+}
+
+/// Applies hold and retention changes to an object, with GCS's rules: releasing an
+/// event-based hold restarts the bucket retention clock; an Unlocked retention can be
+/// shortened, removed or locked only with `overrideUnlockedRetention`; a Locked one can
+/// only be extended.
+pub fn apply_protection(
+    rec: &mut ObjectRecord,
+    bucket: &Bucket,
+    p: &ProtectionPatch,
+    now: chrono::DateTime<chrono::Utc>,
+) -> StorageResult<()> {
+    if let Some(h) = p.temporary_hold {
+        rec.temporary_hold = h;
+    }
+    if let Some(h) = p.event_based_hold {
+        if rec.event_based_hold && !h {
+            rec.retention_base = Some(now);
+        }
+        rec.event_based_hold = h;
+    }
+    if let Some(change) = &p.retention {
+        if !bucket.object_retention {
+            return Err(StorageError::invalid(format!(
+                "Object retention is not enabled on bucket {}: create it with enableObjectRetention=true.",
+                bucket.name
+            )));
+        }
+        let forbidden = |m: &str| StorageError::Forbidden {
+            reason: "forbidden",
+            message: m.to_owned(),
+        };
+        match (&rec.retention, change) {
+            (Some(cur), None) if cur.mode == "Locked" => {
+                return Err(forbidden("A Locked object retention cannot be removed."));
+            }
+            (Some(_), None) if !p.override_unlocked_retention => {
+                return Err(forbidden(
+                    "Removing an Unlocked object retention requires overrideUnlockedRetention=true.",
+                ));
+            }
+            (Some(cur), Some(new))
+                if cur.mode == "Locked" && (new.mode != "Locked" || new.retain_until < cur.retain_until) =>
+            {
+                return Err(forbidden("A Locked object retention can only be extended."));
+            }
+            (Some(cur), Some(new))
+                if cur.mode == "Unlocked"
+                    && (new.retain_until < cur.retain_until || new.mode == "Locked")
+                    && !p.override_unlocked_retention =>
+            {
+                return Err(forbidden(
+                    "Shortening or locking an Unlocked object retention requires overrideUnlockedRetention=true.",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(r) = change {
+            check_retention_mode(r)?;
+        }
+        rec.retention = change.clone();
+    }
+    Ok(())
 }

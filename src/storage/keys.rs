@@ -81,6 +81,9 @@ mod tests {
             versioning: false,
             labels: Default::default(),
             default_kms_key_name: None,
+            retention_policy: None,
+            default_event_based_hold: false,
+            object_retention: false,
         }
     }
 

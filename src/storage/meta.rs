@@ -62,6 +62,17 @@ pub trait MetaStore: Send + Sync {
     fn put_session(&self, s: &UploadSession) -> StorageResult<()>;
     fn get_session(&self, id: &str) -> StorageResult<Option<UploadSession>>;
     fn delete_session(&self, id: &str) -> StorageResult<()>;
+    /// Generations of `bucket` whose key column lies in `[lo, hi)`, after (name, generation).
+    fn objects_by_key(
+        &self,
+        bucket: &str,
+        lo: &str,
+        hi: &str,
+        after: Option<(String, i64)>,
+        limit: usize,
+    ) -> StorageResult<Vec<ObjectRecord>>;
+    /// Every generation (in every bucket) whose DEK is wrapped by this exact key version.
+    fn objects_with_key_version(&self, version: &str) -> StorageResult<Vec<ObjectRecord>>;
     /// Every blob id referenced by an object or a session.
     fn blob_ids(&self) -> StorageResult<HashSet<String>>;
     fn max_generation(&self) -> StorageResult<i64>;
@@ -80,6 +91,7 @@ CREATE TABLE IF NOT EXISTS objects (
     PRIMARY KEY (bucket, name, generation));
 CREATE INDEX IF NOT EXISTS objects_live ON objects (bucket, live, name);
 CREATE INDEX IF NOT EXISTS objects_key_version ON objects (key_version);
+CREATE INDEX IF NOT EXISTS objects_bucket_key ON objects (bucket, key_version, name, generation);
 CREATE TABLE IF NOT EXISTS upload_sessions (id TEXT PRIMARY KEY, blob_id TEXT NOT NULL, doc TEXT NOT NULL);
 ";
 
@@ -411,6 +423,42 @@ impl MetaStore for SqliteMetaStore {
             c.execute("DELETE FROM upload_sessions WHERE id = ?1", [&id])?;
             Ok(())
         })
+    }
+
+    fn objects_by_key(
+        &self,
+        bucket: &str,
+        lo: &str,
+        hi: &str,
+        after: Option<(String, i64)>,
+        limit: usize,
+    ) -> StorageResult<Vec<ObjectRecord>> {
+        let conn = self.read();
+        let (an, ag) = after.clone().unwrap_or_default();
+        let mut stmt = conn.prepare_cached(
+            "SELECT doc FROM objects WHERE bucket = ?1 AND key_version >= ?2 AND key_version < ?3
+               AND (?4 = 0 OR name > ?5 OR (name = ?5 AND generation > ?6))
+             ORDER BY name, generation LIMIT ?7",
+        )?;
+        let rows = stmt.query_map(params![bucket, lo, hi, after.is_some(), an, ag, limit as i64], |r| {
+            r.get::<_, String>(0)
+        })?;
+        let mut out = vec![];
+        for doc in rows {
+            out.push(serde_json::from_str(&doc?)?);
+        }
+        Ok(out)
+    }
+
+    fn objects_with_key_version(&self, version: &str) -> StorageResult<Vec<ObjectRecord>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached("SELECT doc FROM objects WHERE key_version = ?1")?;
+        let rows = stmt.query_map([version], |r| r.get::<_, String>(0))?;
+        let mut out = vec![];
+        for doc in rows {
+            out.push(serde_json::from_str(&doc?)?);
+        }
+        Ok(out)
     }
 
     fn blob_ids(&self) -> StorageResult<HashSet<String>> {

@@ -5,6 +5,7 @@ pub mod blobs;
 pub mod csek;
 pub mod engine;
 pub mod error;
+pub mod guard;
 pub mod hashing;
 pub mod keys;
 pub mod meta;
@@ -14,7 +15,10 @@ pub mod resumable;
 pub mod segment;
 
 pub use csek::CustomerKey;
-pub use engine::{BucketPatch, ListPage, ListSpec, NewBucket, ObjectHashes, OpenObject, Storage, WriteSpec};
+pub use engine::{
+    BucketPatch, KeyFilter, ListPage, ListSpec, NewBucket, ObjectHashes, OpenObject, ProtectionPatch, Storage,
+    WriteSpec,
+};
 pub use error::{KeyError, StorageError, StorageResult};
 pub use keys::{KeyChoice, KeyService, WrappedDek};
 pub use resumable::{ChunkOutcome, ChunkRange};

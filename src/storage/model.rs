@@ -39,6 +39,28 @@ pub struct Bucket {
     pub versioning: bool,
     pub labels: BTreeMap<String, String>,
     pub default_kms_key_name: Option<String>,
+    #[serde(default)]
+    pub retention_policy: Option<RetentionPolicy>,
+    #[serde(default)]
+    pub default_event_based_hold: bool,
+    /// Created with `enableObjectRetention=true`: objects may carry their own retention.
+    #[serde(default)]
+    pub object_retention: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPolicy {
+    /// Seconds.
+    pub retention_period: i64,
+    pub effective_time: DateTime<Utc>,
+    pub is_locked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRetention {
+    /// `Unlocked` or `Locked`.
+    pub mode: String,
+    pub retain_until: DateTime<Utc>,
 }
 
 /// How an object's data key is protected.
@@ -100,6 +122,89 @@ pub struct ObjectRecord {
     /// Set for composite objects, which have no MD5.
     pub component_count: Option<u32>,
     pub envelope: Envelope,
+    #[serde(default)]
+    pub temporary_hold: bool,
+    #[serde(default)]
+    pub event_based_hold: bool,
+    /// When the bucket retention clock started: creation, or the release of an
+    /// event-based hold.
+    #[serde(default)]
+    pub retention_base: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub retention: Option<ObjectRetention>,
+}
+
+impl ObjectRecord {
+    /// When the bucket's retention policy stops protecting this object (none while an
+    /// event-based hold is active).
+    pub fn retention_expiration(&self, bucket: &Bucket) -> Option<DateTime<Utc>> {
+        let p = bucket.retention_policy.as_ref()?;
+        if self.event_based_hold {
+            return None;
+        }
+        Some(self.retention_base.unwrap_or(self.time_created) + chrono::TimeDelta::seconds(p.retention_period))
+    }
+
+    /// Refuses deletion or replacement while a hold or an unexpired retention applies.
+    pub fn check_removable(&self, bucket: &Bucket, now: DateTime<Utc>) -> StorageResult<()> {
+        let id = format!("{}/{}", self.bucket, self.name);
+        for (held, kind) in [
+            (self.temporary_hold, "Temporary"),
+            (self.event_based_hold, "Event-Based"),
+        ] {
+            if held {
+                return Err(StorageError::Forbidden {
+                    reason: "objectUnderActiveHold",
+                    message: format!(
+                        "Object '{id}' is under active {kind} hold and cannot be deleted, overwritten or archived until hold is removed."
+                    ),
+                });
+            }
+        }
+        let until = [
+            self.retention_expiration(bucket),
+            self.retention.as_ref().map(|r| r.retain_until),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        if let Some(t) = until
+            && t > now
+        {
+            return Err(StorageError::Forbidden {
+                reason: "retentionPolicyNotMet",
+                message: format!(
+                    "Object '{id}' is subject to bucket's retention policy or object retention and cannot be deleted or overwritten until {}.",
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether this object keeps its key version from being destroyed: under a hold, or
+    /// under a locked bucket policy or locked object retention that has not expired.
+    pub fn pins_key_version(&self, bucket: &Bucket, now: DateTime<Utc>) -> bool {
+        if self.temporary_hold || self.event_based_hold {
+            return true;
+        }
+        let locked_policy = bucket.retention_policy.as_ref().is_some_and(|p| p.is_locked)
+            && self.retention_expiration(bucket).is_some_and(|t| t > now);
+        let locked_object = self
+            .retention
+            .as_ref()
+            .is_some_and(|r| r.mode == "Locked" && r.retain_until > now);
+        locked_policy || locked_object
+    }
+}
+
+/// Holds and retention a new object starts with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteProtection {
+    pub temporary_hold: bool,
+    /// `None`: the bucket's `defaultEventBasedHold` decides.
+    pub event_based_hold: Option<bool>,
+    pub retention: Option<ObjectRetention>,
 }
 
 /// A resumable upload in progress. Everything needed to continue after a restart:
@@ -123,6 +228,8 @@ pub struct UploadSession {
     pub created: DateTime<Utc>,
     /// Set once the upload completed: the generation it produced.
     pub completed_generation: Option<i64>,
+    #[serde(default)]
+    pub protection: WriteProtection,
 }
 
 /// The `if*Match` query parameters of one request.

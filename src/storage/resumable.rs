@@ -107,6 +107,7 @@ impl Storage {
             persisted: 0,
             created: self.clock.now(),
             completed_generation: None,
+            protection: spec.protection.clone(),
         };
         let id = session.id.clone();
         let s = session.clone();
@@ -264,6 +265,7 @@ impl Storage {
             kms_key_name: None,
             component_count: None,
             csek: None,
+            protection: s.protection.clone(),
         };
         // Both the initiate body's checksums and the last chunk's x-goog-hash must hold.
         let final_spec = WriteSpec {

@@ -12,8 +12,6 @@ use std::collections::BTreeMap;
 
 /// Bucket features sealstore does not implement: refused rather than stored and ignored.
 const UNSUPPORTED: &[&str] = &[
-    "retentionPolicy",
-    "objectRetention",
     "lifecycle",
     "cors",
     "website",
@@ -38,13 +36,6 @@ fn unsupported(body: &Value) -> GcsResult<()> {
                 format!("The bucket field {k} is not supported by sealstore."),
             ));
         }
-    }
-    if body.get("defaultEventBasedHold").is_some_and(|v| v == &json!(true)) {
-        return Err(GcsError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "notImplemented",
-            "defaultEventBasedHold is not supported by sealstore yet.",
-        ));
     }
     Ok(())
 }
@@ -97,6 +88,27 @@ fn str_field<'a>(body: &'a Value, k: &str) -> GcsResult<Option<&'a str>> {
     }
 }
 
+/// `retentionPolicy.retentionPeriod` (a string or number of seconds): `Some(None)`
+/// removes the policy.
+fn retention_period(body: &Value) -> GcsResult<Option<Option<i64>>> {
+    match body.get("retentionPolicy") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(p) => match p.get("retentionPeriod") {
+            None | Some(Value::Null) => Ok(Some(None)),
+            Some(Value::String(s)) => s
+                .parse()
+                .map(|v| Some(Some(v)))
+                .map_err(|_| GcsError::invalid(format!("Invalid retentionPeriod \"{s}\"."))),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .map(|v| Some(Some(v)))
+                .ok_or_else(|| GcsError::invalid("Invalid retentionPeriod.")),
+            Some(_) => Err(GcsError::invalid("Invalid retentionPeriod.")),
+        },
+    }
+}
+
 /// `encryption.defaultKmsKeyName`: `Some(None)` clears it.
 fn default_key(body: &Value) -> GcsResult<Option<Option<String>>> {
     match body.get("encryption") {
@@ -138,6 +150,12 @@ pub async fn create(ctx: &Ctx, body: Body) -> GcsResult<Response> {
             true,
         ),
         default_kms_key_name: default_key(&body)?.flatten(),
+        retention_period: retention_period(&body)?.flatten(),
+        default_event_based_hold: body
+            .get("defaultEventBasedHold")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        object_retention: ctx.flag("enableObjectRetention")?,
     };
     let b = ctx.app.storage.create_bucket(&ctx.project(), spec).await?;
     Ok(Json(render::bucket(&b, &ctx.base)).into_response())
@@ -202,6 +220,18 @@ pub async fn patch(ctx: &Ctx, name: &str, body: Body, replace: bool) -> GcsResul
         None if replace => Some(None),
         None => None,
     };
+    p.retention_period = match retention_period(&body)? {
+        Some(r) => Some(r),
+        None if replace => Some(None),
+        None => None,
+    };
+    p.default_event_based_hold = match body.get("defaultEventBasedHold") {
+        Some(Value::Bool(b)) => Some(*b),
+        Some(Value::Null) => Some(false),
+        None if replace => Some(false),
+        None => None,
+        Some(_) => return Err(GcsError::invalid("Invalid value for defaultEventBasedHold.")),
+    };
     if let Some(loc) = str_field(&body, "location")?
         && !loc.eq_ignore_ascii_case(&current.location)
     {
@@ -211,6 +241,15 @@ pub async fn patch(ctx: &Ctx, name: &str, body: Body, replace: bool) -> GcsResul
         .app
         .storage
         .patch_bucket(name, p, ctx.int("ifMetagenerationMatch")?)
+        .await?;
+    Ok(Json(render::bucket(&b, &ctx.base)).into_response())
+}
+
+pub async fn lock_retention(ctx: &Ctx, name: &str) -> GcsResult<Response> {
+    let b = ctx
+        .app
+        .storage
+        .lock_retention_policy(name, ctx.int("ifMetagenerationMatch")?)
         .await?;
     Ok(Json(render::bucket(&b, &ctx.base)).into_response())
 }

@@ -54,11 +54,13 @@ fn spec_from(ctx: &Ctx, bucket: &str, meta_doc: &Value, name_hint: Option<&str>)
         kms_key_name: key_param(ctx, "kmsKeyName")?,
         component_count: None,
         csek: ctx.csek("x-goog-encryption")?,
+        protection: super::objects::write_protection(meta_doc)?,
     })
 }
 
-fn object_json(ctx: &Ctx, rec: &crate::storage::model::ObjectRecord, h: &ObjectHashes) -> Response {
-    Json(render::object(rec, Some(h), &ctx.base)).into_response()
+async fn object_json(ctx: &Ctx, rec: &crate::storage::model::ObjectRecord, h: &ObjectHashes) -> Response {
+    let bucket = ctx.app.storage.get_bucket(&rec.bucket).await.ok();
+    Json(render::object_in(rec, Some(h), &ctx.base, bucket.as_ref())).into_response()
 }
 
 /// `x-goog-hash: crc32c=…,md5=…` (one or several headers).
@@ -97,7 +99,7 @@ pub async fn upload(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> 
                 .storage
                 .write(spec, body_stream(body, ctx.content_length()))
                 .await?;
-            Ok(object_json(ctx, &rec, &h))
+            Ok(object_json(ctx, &rec, &h).await)
         }
         (&Method::POST, "multipart") => multipart(ctx, bucket, body).await,
         (&Method::POST, "resumable") => start_resumable(ctx, bucket, body).await,
@@ -235,7 +237,7 @@ async fn multipart(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
         }
     });
     let (rec, h) = ctx.app.storage.write(spec, stream).await?;
-    Ok(object_json(ctx, &rec, &h))
+    Ok(object_json(ctx, &rec, &h).await)
 }
 
 async fn start_resumable(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
@@ -292,7 +294,7 @@ async fn put_chunk(ctx: &Ctx, body: Body) -> GcsResult<Response> {
         )
         .await?
     {
-        ChunkOutcome::Complete(rec, h) => Ok(object_json(ctx, &rec, &h)),
+        ChunkOutcome::Complete(rec, h) => Ok(object_json(ctx, &rec, &h).await),
         ChunkOutcome::Incomplete { persisted } => {
             let mut resp = StatusCode::PERMANENT_REDIRECT.into_response();
             if persisted > 0

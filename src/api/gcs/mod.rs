@@ -43,6 +43,7 @@ pub enum Route {
     ServiceAccount(String),
     BucketIam(String),
     BucketIamTest(String),
+    LockRetention(String),
 }
 
 fn seg(s: &str) -> GcsResult<String> {
@@ -72,6 +73,7 @@ pub fn parse_route(rest: &str) -> GcsResult<Route> {
         },
         ["projects", p, "serviceAccount"] => Route::ServiceAccount(seg(p)?),
         ["b", b, "iam"] => Route::BucketIam(seg(b)?),
+        ["b", b, "lockRetentionPolicy"] => Route::LockRetention(seg(b)?),
         ["b", b, "iam", "testPermissions"] => Route::BucketIamTest(seg(b)?),
         _ => return Err(nf()),
     })
@@ -325,6 +327,10 @@ pub async fn json_api(
                     require(&ctx, "storage.buckets.update", Some(&b)).await?;
                     buckets::patch(&ctx, &b, body, m == Method::PUT).await
                 }
+                (&Method::POST, Route::LockRetention(b)) => {
+                    require(&ctx, "storage.buckets.update", Some(&b)).await?;
+                    buckets::lock_retention(&ctx, &b).await
+                }
                 (&Method::DELETE, Route::Bucket(b)) => {
                     require(&ctx, "storage.buckets.delete", Some(&b)).await?;
                     buckets::delete(&ctx, &b).await
@@ -376,7 +382,15 @@ pub async fn json_api(
                     require(&ctx, "storage.objects.create", Some(&dst_bucket)).await?;
                     objects::copy(&ctx, &src_bucket, &src, &dst_bucket, &dst, body).await
                 }
-                (&Method::POST, Route::RewriteTo { src_bucket, src, dst_bucket, dst }) => {
+                (
+                    &Method::POST,
+                    Route::RewriteTo {
+                        src_bucket,
+                        src,
+                        dst_bucket,
+                        dst,
+                    },
+                ) => {
                     require(&ctx, "storage.objects.get", Some(&src_bucket)).await?;
                     require(&ctx, "storage.objects.create", Some(&dst_bucket)).await?;
                     objects::rewrite(&ctx, &src_bucket, &src, &dst_bucket, &dst, body).await

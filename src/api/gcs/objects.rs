@@ -12,7 +12,51 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 /// Object features sealstore does not implement yet: refused, never stored and ignored.
-const UNSUPPORTED: &[&str] = &["temporaryHold", "eventBasedHold", "retention", "acl", "contexts"];
+const UNSUPPORTED: &[&str] = &["acl", "contexts"];
+
+/// `retention` in a request body: `None` if absent, `Some(None)` to remove.
+pub fn parse_retention(body: &Value) -> GcsResult<Option<Option<crate::storage::model::ObjectRetention>>> {
+    let Some(r) = body.get("retention") else {
+        return Ok(None);
+    };
+    if r.is_null() {
+        return Ok(Some(None));
+    }
+    let mode = r.get("mode").and_then(Value::as_str);
+    let until = r.get("retainUntilTime").and_then(Value::as_str);
+    match (mode, until) {
+        (None, None) => Ok(Some(None)),
+        (Some(m), Some(t)) => {
+            let t = chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|_| GcsError::invalid(format!("Invalid retainUntilTime \"{t}\".")))?
+                .with_timezone(&chrono::Utc);
+            Ok(Some(Some(crate::storage::model::ObjectRetention {
+                mode: m.to_owned(),
+                retain_until: t,
+            })))
+        }
+        _ => Err(GcsError::invalid(
+            "Object retention needs both mode and retainUntilTime.",
+        )),
+    }
+}
+
+fn opt_bool(body: &Value, k: &str) -> GcsResult<Option<bool>> {
+    match body.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(GcsError::invalid(format!("Invalid value for {k}: expected a boolean."))),
+    }
+}
+
+/// Holds and retention for a new object, from its metadata document.
+pub fn write_protection(body: &Value) -> GcsResult<crate::storage::model::WriteProtection> {
+    Ok(crate::storage::model::WriteProtection {
+        temporary_hold: opt_bool(body, "temporaryHold")?.unwrap_or(false),
+        event_based_hold: opt_bool(body, "eventBasedHold")?,
+        retention: parse_retention(body)?.flatten(),
+    })
+}
 
 pub fn check_unsupported(body: &Value) -> GcsResult<()> {
     for k in UNSUPPORTED {
@@ -99,8 +143,9 @@ pub fn visible_hashes(ctx: &Ctx, rec: &ObjectRecord, listing: bool) -> GcsResult
     }
 }
 
-fn object_response(ctx: &Ctx, rec: &ObjectRecord, hashes: Option<&ObjectHashes>) -> Response {
-    Json(render::object(rec, hashes, &ctx.base)).into_response()
+async fn object_response(ctx: &Ctx, rec: &ObjectRecord, hashes: Option<&ObjectHashes>) -> Response {
+    let bucket = ctx.app.storage.get_bucket(&rec.bucket).await.ok();
+    Json(render::object_in(rec, hashes, &ctx.base, bucket.as_ref())).into_response()
 }
 
 pub async fn get(ctx: &Ctx, bucket: &str, name: &str) -> GcsResult<Response> {
@@ -110,7 +155,7 @@ pub async fn get(ctx: &Ctx, bucket: &str, name: &str) -> GcsResult<Response> {
         .get_object(bucket, name, ctx.int("generation")?, &ctx.preconditions("")?)
         .await?;
     let hashes = visible_hashes(ctx, &rec, false)?;
-    Ok(object_response(ctx, &rec, hashes.as_ref()))
+    Ok(object_response(ctx, &rec, hashes.as_ref()).await)
 }
 
 pub async fn list(ctx: &Ctx, bucket: &str) -> GcsResult<Response> {
@@ -143,10 +188,11 @@ pub async fn list(ctx: &Ctx, bucket: &str) -> GcsResult<Response> {
         include_trailing_delimiter: ctx.flag("includeTrailingDelimiter")?,
     };
     let page = ctx.app.storage.list_objects(bucket, spec).await?;
+    let bucket_rec = ctx.app.storage.get_bucket(bucket).await.ok();
     let mut items = Vec::with_capacity(page.items.len());
     for rec in &page.items {
         let hashes = visible_hashes(ctx, rec, true)?;
-        items.push(render::object(rec, hashes.as_ref(), &ctx.base));
+        items.push(render::object_in(rec, hashes.as_ref(), &ctx.base, bucket_rec.as_ref()));
     }
     let mut v = json!({"kind": "storage#objects", "items": items});
     if !page.prefixes.is_empty() {
@@ -163,6 +209,14 @@ pub async fn patch(ctx: &Ctx, bucket: &str, name: &str, body: Body, replace: boo
     let body = json_body(body).await?;
     check_unsupported(&body)?;
     let requested_key = body.get("kmsKeyName").and_then(Value::as_str).map(str::to_owned);
+    let protection = crate::storage::ProtectionPatch {
+        temporary_hold: opt_bool(&body, "temporaryHold")?,
+        event_based_hold: opt_bool(&body, "eventBasedHold")?,
+        retention: parse_retention(&body)?,
+        override_unlocked_retention: ctx.flag("overrideUnlockedRetention")?,
+    };
+    let bucket_rec = ctx.app.storage.get_bucket(bucket).await?;
+    let now = ctx.app.storage.now();
     let storage_class = body.get("storageClass").and_then(Value::as_str).map(str::to_owned);
     let rec = ctx
         .app
@@ -185,11 +239,11 @@ pub async fn patch(ctx: &Ctx, bucket: &str, name: &str, body: Body, replace: boo
                 return Err(StorageError::invalid("The storage class of an object cannot be changed by a metadata update; rewrite it instead."));
             }
             rec.meta = apply_meta(&rec.meta, &body, replace).map_err(|e| StorageError::invalid(e.message))?;
-            Ok(())
+            crate::storage::engine::apply_protection(rec, &bucket_rec, &protection, now)
         })
         .await?;
     let hashes = visible_hashes(ctx, &rec, false)?;
-    Ok(object_response(ctx, &rec, hashes.as_ref()))
+    Ok(object_response(ctx, &rec, hashes.as_ref()).await)
 }
 
 pub async fn delete(ctx: &Ctx, bucket: &str, name: &str) -> GcsResult<Response> {
@@ -211,6 +265,7 @@ fn dest_spec(ctx: &Ctx, bucket: &str, name: &str, key_param: &str) -> GcsResult<
         expected_md5: None,
         kms_key_name: super::media::key_param(ctx, key_param)?,
         component_count: None,
+        protection: Default::default(),
         // Copy and compose use one customer key for sources and destination.
         csek: ctx.csek("x-goog-encryption")?,
     })
@@ -250,7 +305,7 @@ pub async fn copy(
         spec.storage_class = Some(c.to_owned());
     }
     let (rec, hashes) = ctx.app.storage.copy(opened, spec, meta).await?;
-    Ok(object_response(ctx, &rec, Some(&hashes)))
+    Ok(object_response(ctx, &rec, Some(&hashes)).await)
 }
 
 pub async fn compose(ctx: &Ctx, bucket: &str, dest: &str, body: Body) -> GcsResult<Response> {
@@ -316,7 +371,7 @@ pub async fn compose(ctx: &Ctx, bucket: &str, dest: &str, body: Body) -> GcsResu
     let mut spec = dest_spec(ctx, bucket, dest, "kmsKeyName")?;
     spec.meta = apply_meta(&ObjectMeta::default(), &destination, false)?;
     let (rec, hashes) = ctx.app.storage.compose(opened, spec).await?;
-    Ok(object_response(ctx, &rec, Some(&hashes)))
+    Ok(object_response(ctx, &rec, Some(&hashes)).await)
 }
 
 /// What a rewrite token carries: the destination upload session and what the rewrite
@@ -329,10 +384,17 @@ struct RewriteToken {
 }
 
 fn rewrite_binding(ctx: &Ctx, dst_bucket: &str, dst: &str, key: &Option<String>, max: u64) -> GcsResult<String> {
-    let csek = ctx.csek("x-goog-encryption")?.map(|k| k.sha256_b64()).unwrap_or_default();
-    let text = format!("{dst_bucket}\n{dst}\n{}\n{csek}\n{max}", key.clone().unwrap_or_default());
+    let csek = ctx
+        .csek("x-goog-encryption")?
+        .map(|k| k.sha256_b64())
+        .unwrap_or_default();
+    let text = format!(
+        "{dst_bucket}\n{dst}\n{}\n{csek}\n{max}",
+        key.clone().unwrap_or_default()
+    );
     use base64::Engine;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())))
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())))
 }
 
 /// `objects.rewrite`: copies a generation to a destination, re-encrypting it under a
@@ -340,7 +402,14 @@ fn rewrite_binding(ctx: &Ctx, dst_bucket: &str, dst: &str, key: &Option<String>,
 /// destination bucket's default, else Google-managed). With `maxBytesRewrittenPerCall`
 /// the work spans several calls; progress lives in a persisted upload session, so a
 /// rewrite token survives a restart.
-pub async fn rewrite(ctx: &Ctx, src_bucket: &str, src: &str, dst_bucket: &str, dst: &str, body: Body) -> GcsResult<Response> {
+pub async fn rewrite(
+    ctx: &Ctx,
+    src_bucket: &str,
+    src: &str,
+    dst_bucket: &str,
+    dst: &str,
+    body: Body,
+) -> GcsResult<Response> {
     use base64::Engine;
     let body = json_body(body).await?;
     let source_key = ctx.csek("x-goog-copy-source-encryption")?;
@@ -348,7 +417,9 @@ pub async fn rewrite(ctx: &Ctx, src_bucket: &str, src: &str, dst_bucket: &str, d
     let max = match ctx.int("maxBytesRewrittenPerCall")? {
         None => None,
         Some(m) if m < 1 << 20 || m % (1 << 20) != 0 => {
-            return Err(GcsError::invalid("maxBytesRewrittenPerCall must be a positive multiple of 1048576."));
+            return Err(GcsError::invalid(
+                "maxBytesRewrittenPerCall must be a positive multiple of 1048576.",
+            ));
         }
         Some(m) => Some(m as u64),
     };
@@ -367,14 +438,24 @@ pub async fn rewrite(ctx: &Ctx, src_bucket: &str, src: &str, dst_bucket: &str, d
         Some(t) => Some(t.source_generation),
         None => ctx.int("sourceGeneration")?,
     };
-    let source = match ctx.app.storage.get_object(src_bucket, src, source_generation, &Preconditions::default()).await {
+    let source = match ctx
+        .app
+        .storage
+        .get_object(src_bucket, src, source_generation, &Preconditions::default())
+        .await
+    {
         Ok(r) => r,
         Err(StorageError::NotFound(_)) if token.is_some() => {
-            return Err(GcsError::new(StatusCode::PRECONDITION_FAILED, "conditionNotMet", "The source object changed during the rewrite."));
+            return Err(GcsError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "conditionNotMet",
+                "The source object changed during the rewrite.",
+            ));
         }
         Err(e) => return Err(e.into()),
     };
-    ctx.preconditions("Source")?.check(Some((source.generation, source.metageneration)), false)?;
+    ctx.preconditions("Source")?
+        .check(Some((source.generation, source.metageneration)), false)?;
     let opened = ctx.app.storage.open(source, source_key.as_deref())?;
     let size = opened.record.size;
     let dest_csek = ctx.csek("x-goog-encryption")?;
@@ -382,7 +463,9 @@ pub async fn rewrite(ctx: &Ctx, src_bucket: &str, src: &str, dst_bucket: &str, d
     let session = match &token {
         Some(t) => {
             if t.binding != binding {
-                return Err(GcsError::invalid("The rewrite parameters differ from those of the first call."));
+                return Err(GcsError::invalid(
+                    "The rewrite parameters differ from those of the first call.",
+                ));
             }
             t.session.clone()
         }
@@ -390,7 +473,11 @@ pub async fn rewrite(ctx: &Ctx, src_bucket: &str, src: &str, dst_bucket: &str, d
             check_unsupported(&body)?;
             let mut spec = dest_spec(ctx, dst_bucket, dst, "destinationKmsKeyName")?;
             spec.meta = apply_meta(&opened.record.meta, &body, false)?;
-            spec.storage_class = body.get("storageClass").and_then(Value::as_str).map(str::to_owned).or(Some(opened.record.storage_class.clone()));
+            spec.storage_class = body
+                .get("storageClass")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or(Some(opened.record.storage_class.clone()));
             ctx.app.storage.start_resumable(spec, Some(size)).await?
         }
     };
@@ -398,11 +485,20 @@ pub async fn rewrite(ctx: &Ctx, src_bucket: &str, src: &str, dst_bucket: &str, d
     let persisted = match ctx
         .app
         .storage
-        .put_chunk(&session, crate::storage::ChunkRange::Query { total: None }, None, None, None, futures::stream::empty::<Result<bytes::Bytes, StorageError>>())
+        .put_chunk(
+            &session,
+            crate::storage::ChunkRange::Query { total: None },
+            None,
+            None,
+            None,
+            futures::stream::empty::<Result<bytes::Bytes, StorageError>>(),
+        )
         .await?
     {
         crate::storage::ChunkOutcome::Incomplete { persisted } => persisted,
-        crate::storage::ChunkOutcome::Complete(rec, h) => return Ok(rewrite_response(ctx, size, size, Some((&rec, &h)), None)),
+        crate::storage::ChunkOutcome::Complete(rec, h) => {
+            return Ok(rewrite_response(ctx, size, size, Some((&rec, &h)), None));
+        }
     };
     let end = match max {
         Some(m) => (persisted + m).min(size),
@@ -411,15 +507,28 @@ pub async fn rewrite(ctx: &Ctx, src_bucket: &str, src: &str, dst_bucket: &str, d
     let range = if size == 0 {
         crate::storage::ChunkRange::Query { total: Some(0) }
     } else {
-        crate::storage::ChunkRange::Data { start: persisted, end: end - 1, total: if end == size { Some(size) } else { None } }
+        crate::storage::ChunkRange::Data {
+            start: persisted,
+            end: end - 1,
+            total: if end == size { Some(size) } else { None },
+        }
     };
     let data = ctx.app.storage.read_range(&opened, persisted, end);
-    let outcome = ctx.app.storage.put_chunk(&session, range, None, None, dest_csek.as_deref(), data).await?;
+    let outcome = ctx
+        .app
+        .storage
+        .put_chunk(&session, range, None, None, dest_csek.as_deref(), data)
+        .await?;
     match outcome {
         crate::storage::ChunkOutcome::Complete(rec, h) => Ok(rewrite_response(ctx, end, size, Some((&rec, &h)), None)),
         crate::storage::ChunkOutcome::Incomplete { persisted } => {
-            let t = RewriteToken { session, source_generation: opened.record.generation, binding };
-            let t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&t).map_err(StorageError::internal)?);
+            let t = RewriteToken {
+                session,
+                source_generation: opened.record.generation,
+                binding,
+            };
+            let t = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(serde_json::to_vec(&t).map_err(StorageError::internal)?);
             Ok(rewrite_response(ctx, persisted, size, None, Some(t)))
         }
     }

@@ -53,12 +53,31 @@ pub fn bucket(b: &Bucket, base: &str) -> Value {
             json!({"dataLocations": b.data_locations}),
         );
     }
+    if let Some(p) = &b.retention_policy {
+        let mut rp =
+            json!({"retentionPeriod": p.retention_period.to_string(), "effectiveTime": time(p.effective_time)});
+        if p.is_locked {
+            rp["isLocked"] = json!(true);
+        }
+        m.insert("retentionPolicy".into(), rp);
+    }
+    if b.default_event_based_hold {
+        m.insert("defaultEventBasedHold".into(), json!(true));
+    }
+    if b.object_retention {
+        m.insert("objectRetention".into(), json!({"mode": "Enabled"}));
+    }
     Value::Object(m)
 }
 
 /// An object resource. `hashes` is `None` when they must be withheld (listings of
 /// CMEK objects, or an unusable key).
 pub fn object(o: &ObjectRecord, hashes: Option<&ObjectHashes>, base: &str) -> Value {
+    object_in(o, hashes, base, None)
+}
+
+/// An object resource, with `retentionExpirationTime` when its bucket is known.
+pub fn object_in(o: &ObjectRecord, hashes: Option<&ObjectHashes>, base: &str, bucket: Option<&Bucket>) -> Value {
     let mut m = Map::new();
     let quoted = quote(&o.name);
     m.insert("kind".into(), json!("storage#object"));
@@ -121,6 +140,21 @@ pub fn object(o: &ObjectRecord, hashes: Option<&ObjectHashes>, base: &str) -> Va
             );
         }
         KeyKind::GoogleManaged => {}
+    }
+    if o.temporary_hold {
+        m.insert("temporaryHold".into(), json!(true));
+    }
+    if o.event_based_hold {
+        m.insert("eventBasedHold".into(), json!(true));
+    }
+    if let Some(t) = bucket.and_then(|b| o.retention_expiration(b)) {
+        m.insert("retentionExpirationTime".into(), json!(time(t)));
+    }
+    if let Some(r) = &o.retention {
+        m.insert(
+            "retention".into(),
+            json!({"mode": r.mode, "retainUntilTime": time(r.retain_until)}),
+        );
     }
     if let Some(h) = hashes {
         m.insert("crc32c".into(), json!(crate::storage::hashing::crc32c_b64(h.crc32c)));
