@@ -1188,20 +1188,6 @@ impl Storage {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn successor_orders_after_every_extension() {
-        assert_eq!(prefix_successor("a/").as_deref(), Some("a0"));
-        assert!("a/zzz" < "a0");
-        let t = encode_token(&Cursor::After("x".into(), 5));
-        assert!(matches!(decode_token(&t).unwrap(), Cursor::After(n, 5) if n == "x"));
-        assert!(decode_token("!!").is_err());
-    }
-}
-
 /// Applies hold and retention changes to an object, with GCS's rules: releasing an
 /// event-based hold restarts the bucket retention clock; an Unlocked retention can be
 /// shortened, removed or locked only with `overrideUnlockedRetention`; a Locked one can
@@ -1263,4 +1249,18 @@ pub fn apply_protection(
         rec.retention = change.clone();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn successor_orders_after_every_extension() {
+        assert_eq!(prefix_successor("a/").as_deref(), Some("a0"));
+        assert!("a/zzz" < "a0");
+        let t = encode_token(&Cursor::After("x".into(), 5));
+        assert!(matches!(decode_token(&t).unwrap(), Cursor::After(n, 5) if n == "x"));
+        assert!(decode_token("!!").is_err());
+    }
 }
