@@ -122,6 +122,14 @@ impl KeyService for KmsKeyService {
         self.check_agent(project, &key, USE_TO_ENCRYPT)
     }
 
+    fn primary_version(&self, key_name: &str) -> Result<String, KeyError> {
+        let key = ResourceName::parse_key(key_name).map_err(|_| KeyError::Bad(key_name.to_owned()))?;
+        let view = self.kms.get_crypto_key(&key).map_err(|e| key_error(e, key_name))?;
+        view.primary
+            .map(|p| p.name.to_string())
+            .ok_or_else(|| KeyError::Bad(key_name.to_owned()))
+    }
+
     fn wrap(&self, project: &str, choice: &KeyChoice, dek: &[u8], aad: &[u8]) -> Result<WrappedDek, KeyError> {
         let (key, label) = match choice {
             KeyChoice::GoogleManaged => (self.google.clone(), self.google.to_string()),

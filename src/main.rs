@@ -20,6 +20,8 @@ enum Command {
     Serve(ServeArgs),
     /// gcloud-style Cloud KMS commands against a running server.
     Kms(Box<sealstore::client::kms::KmsArgs>),
+    /// Runs a re-key job on a bucket and reports its progress.
+    Rekey(Box<sealstore::client::rekey::RekeyArgs>),
     /// Object queries against a running server.
     Objects {
         #[command(subcommand)]
@@ -210,6 +212,14 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(sealstore::server::serve(cfg))
         }
         Command::Iam { command } => run_iam(command),
+        Command::Rekey(args) => {
+            let json = args.json;
+            let out = sealstore::client::rekey::run(*args)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+            Ok(())
+        }
         Command::Objects {
             command: ObjectsCommand::Find(args),
         } => {

@@ -172,6 +172,11 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .storage
         .sweep(chrono::Utc::now() + chrono::TimeDelta::days(1))
         .await?;
+    // Re-key jobs a previous run left RUNNING continue from their cursor.
+    let resumed = state.storage.resume_rekey_jobs().await?;
+    if resumed > 0 {
+        tracing::info!(resumed, "resumed re-key jobs");
+    }
     if swept > 0 {
         tracing::info!(swept, "removed unreferenced blobs left by an earlier crash");
     }

@@ -50,6 +50,9 @@ pub async fn handle(
         let bucket = crate::api::query::percent_decode(bucket, false).unwrap_or_default();
         return objects_by_key(&app, &principal.0, &bucket, uri.query()).await;
     }
+    if path.contains("/rekeyJobs") {
+        return rekey(&app, &principal.0, &method, &path, &body).await;
+    }
     if let Some(rest) = path.strip_prefix("/sealstore/v1/projects/")
         && let Some((project, verb)) = rest.split_once(':')
         && crate::kms::names::valid_project(project)
@@ -193,5 +196,148 @@ async fn objects_by_key(app: &AppState, principal: &str, bucket: &str, raw_query
             Json(v).into_response()
         }
         Err(e) => gcs(e),
+    }
+}
+
+fn job_json(j: &crate::storage::rekey::RekeyJob) -> serde_json::Value {
+    let from = match &j.from {
+        None => serde_json::Value::Null,
+        Some(crate::storage::rekey::RekeyFrom::KmsKeyName(k)) => json!({"kmsKeyName": k}),
+        Some(crate::storage::rekey::RekeyFrom::KmsKeyVersions(v)) => json!({"kmsKeyVersions": v}),
+        Some(crate::storage::rekey::RekeyFrom::AllButPrimaryOf(k)) => json!({"allButPrimaryOf": k}),
+    };
+    let to = match &j.to {
+        crate::storage::rekey::RekeyTo::KmsKeyName(k) => json!({"kmsKeyName": k}),
+        crate::storage::rekey::RekeyTo::GoogleManaged => json!({"googleManaged": true}),
+    };
+    let state = match j.state {
+        crate::storage::rekey::JobState::Running => "RUNNING",
+        crate::storage::rekey::JobState::Succeeded => "SUCCEEDED",
+        crate::storage::rekey::JobState::Failed => "FAILED",
+        crate::storage::rekey::JobState::Cancelled => "CANCELLED",
+    };
+    json!({
+        "name": j.name,
+        "bucket": j.bucket,
+        "prefix": j.prefix,
+        "from": from,
+        "to": to,
+        "mode": match j.mode { crate::storage::rekey::RekeyMode::Rewrite => "rewrite", crate::storage::rekey::RekeyMode::Rewrap => "rewrap" },
+        "state": state,
+        "counters": {"scanned": j.counters.scanned, "rewritten": j.counters.rewritten, "skipped": j.counters.skipped, "failed": j.counters.failed, "bytes": j.counters.bytes},
+        "skipped": j.skipped,
+        "failures": j.failures.iter().map(|f| json!({"object": f.object, "generation": f.generation.to_string(), "reason": f.reason})).collect::<Vec<_>>(),
+        "createTime": crate::api::kms::json::format_time(j.create_time),
+        "updateTime": crate::api::kms::json::format_time(j.update_time),
+    })
+}
+
+/// `POST /sealstore/v1/projects/{p}/rekeyJobs`, `GET /sealstore/v1/{name}`,
+/// `POST /sealstore/v1/{name}:cancel`.
+async fn rekey(app: &AppState, principal: &str, method: &Method, path: &str, body: &[u8]) -> Response {
+    use crate::storage::rekey::{RekeyFrom, RekeyMode, RekeyTo};
+    let gcs = |e: crate::storage::StorageError| crate::api::gcs::error::GcsError::from(e).into_response();
+    let rest = path.trim_start_matches("/sealstore/v1/");
+    let parts: Vec<&str> = rest.split('/').collect();
+    let allowed = |bucket: &str, chain_project: &str| {
+        let chain = vec![
+            crate::api::gcs::bucket_resource(bucket),
+            format!("projects/{chain_project}"),
+        ];
+        app.allowed(principal, "storage.objects.update", &chain)
+    };
+    match (method, parts.as_slice()) {
+        (&Method::POST, ["projects", project, "rekeyJobs"]) => {
+            let v: serde_json::Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => return RpcError::invalid(format!("Invalid JSON payload: {e}")).into_response(),
+            };
+            let Some(bucket) = v.get("bucket").and_then(|b| b.as_str()) else {
+                return RpcError::invalid("bucket is required.").into_response();
+            };
+            if !allowed(bucket, project) {
+                app.audit(principal, "POST rekeyJobs", bucket, "storage.objects.update", "DENIED");
+                return RpcError::new(
+                    Code::PermissionDenied,
+                    format!("Permission 'storage.objects.update' denied on bucket '{bucket}'."),
+                )
+                .into_response();
+            }
+            let str_of = |x: &serde_json::Value, k: &str| x.get(k).and_then(|s| s.as_str()).map(str::to_owned);
+            let from = match v.get("from") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(f) => match (
+                    str_of(f, "kmsKeyName"),
+                    f.get("kmsKeyVersions"),
+                    str_of(f, "allButPrimaryOf"),
+                ) {
+                    (Some(k), None, None) => Some(RekeyFrom::KmsKeyName(k)),
+                    (None, Some(serde_json::Value::Array(vs)), None) => Some(RekeyFrom::KmsKeyVersions(
+                        vs.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+                    )),
+                    (None, None, Some(k)) => Some(RekeyFrom::AllButPrimaryOf(k)),
+                    _ => {
+                        return RpcError::invalid(
+                            "from must be {kmsKeyName}, {kmsKeyVersions: [...]} or {allButPrimaryOf}.",
+                        )
+                        .into_response();
+                    }
+                },
+            };
+            let to = match v.get("to") {
+                Some(t) if t.get("googleManaged").and_then(|g| g.as_bool()) == Some(true) => RekeyTo::GoogleManaged,
+                Some(t) => match str_of(t, "kmsKeyName") {
+                    Some(k) => RekeyTo::KmsKeyName(k),
+                    None => {
+                        return RpcError::invalid("to must be {kmsKeyName} or {googleManaged: true}.").into_response();
+                    }
+                },
+                None => return RpcError::invalid("to is required.").into_response(),
+            };
+            let mode = match v.get("mode").and_then(|m| m.as_str()).unwrap_or("rewrite") {
+                "rewrite" => RekeyMode::Rewrite,
+                "rewrap" => RekeyMode::Rewrap,
+                other => return RpcError::invalid(format!("mode {other:?} is not rewrite or rewrap.")).into_response(),
+            };
+            let prefix = str_of(&v, "prefix").unwrap_or_default();
+            match app
+                .storage
+                .create_rekey_job(project, bucket, prefix, from, to, mode)
+                .await
+            {
+                Ok(j) => {
+                    app.audit(principal, "POST rekeyJobs", &j.name, "storage.objects.update", "OK");
+                    Json(job_json(&j)).into_response()
+                }
+                Err(e) => gcs(e),
+            }
+        }
+        (m, ["projects", project, "rekeyJobs", id]) => {
+            let (id, cancel) = match id.split_once(':') {
+                Some((i, "cancel")) if m == Method::POST => (i, true),
+                None if m == Method::GET => (*id, false),
+                _ => return not_found(m.clone(), path.parse().unwrap_or_default()).await,
+            };
+            let name = format!("projects/{project}/rekeyJobs/{id}");
+            let job = match app.storage.get_rekey_job(&name).await {
+                Ok(j) => j,
+                Err(e) => return gcs(e),
+            };
+            if !allowed(&job.bucket, project) {
+                return RpcError::new(
+                    Code::PermissionDenied,
+                    format!("Permission 'storage.objects.update' denied on '{name}'."),
+                )
+                .into_response();
+            }
+            if !cancel {
+                return Json(job_json(&job)).into_response();
+            }
+            match app.storage.cancel_rekey_job(&name).await {
+                Ok(j) => Json(job_json(&j)).into_response(),
+                Err(e) => gcs(e),
+            }
+        }
+        _ => not_found(method.clone(), path.parse().unwrap_or_default()).await,
     }
 }

@@ -3,3 +3,4 @@
 pub mod http;
 pub mod kms;
 pub mod objects;
+pub mod rekey;

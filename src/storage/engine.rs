@@ -45,6 +45,8 @@ pub struct Storage {
     /// Bucket metadata is read on every request and rarely changes: cached, and
     /// updated by every bucket write (this process is the only writer).
     bucket_cache: std::sync::RwLock<std::collections::HashMap<String, Bucket>>,
+    /// Cancel flags of the re-key jobs running in this process.
+    pub(super) rekey_cancel: std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -131,6 +133,9 @@ pub struct WriteSpec {
     /// For composites: their component count. Composites have no MD5.
     pub component_count: Option<u32>,
     pub protection: WriteProtection,
+    /// Use the Google-managed key even if the bucket has a default key (re-key jobs
+    /// moving objects back to Google-managed encryption).
+    pub force_google_managed: bool,
     /// A customer-supplied key: it protects the object instead of any KMS key.
     pub csek: Option<Arc<CustomerKey>>,
 }
@@ -311,6 +316,7 @@ impl Storage {
             last_generation: AtomicI64::new(last),
             active_sessions: Default::default(),
             bucket_cache: Default::default(),
+            rekey_cancel: Default::default(),
         })
     }
 
@@ -720,6 +726,49 @@ impl Storage {
         Ok((envelope, cipher))
     }
 
+    /// A fresh DEK under the Google-managed key, whatever the bucket default.
+    fn google_managed_envelope(&self, bucket: &Bucket) -> StorageResult<(Envelope, Arc<ObjectCipher>)> {
+        let mut b = bucket.clone();
+        b.default_kms_key_name = None;
+        self.new_envelope(&b, None, None)
+    }
+
+    /// Wraps an existing object's DEK again under another key: metadata only, the data
+    /// and generation stay (re-key jobs' `rewrap` mode).
+    pub(super) fn rewrap_envelope(
+        &self,
+        opened: &OpenObject,
+        bucket: &Bucket,
+        to: Option<&str>,
+    ) -> StorageResult<Envelope> {
+        let env = &opened.record.envelope;
+        let dek = self.unwrap_dek_bytes(env)?;
+        let choice = match to {
+            Some(k) => {
+                check_key_location(bucket, k)?;
+                KeyChoice::Cmek(k.to_owned())
+            }
+            None => KeyChoice::GoogleManaged,
+        };
+        let wrapped = self.keys.wrap(&bucket.project, &choice, &dek, &dek_aad(&env.blob_id))?;
+        Ok(Envelope {
+            kind: if to.is_some() {
+                KeyKind::Cmek
+            } else {
+                KeyKind::GoogleManaged
+            },
+            key_version: wrapped.key_version,
+            wrapped_dek: wrapped.ciphertext,
+            ..env.clone()
+        })
+    }
+
+    fn unwrap_dek_bytes(&self, env: &Envelope) -> StorageResult<zeroize::Zeroizing<Vec<u8>>> {
+        Ok(self
+            .keys
+            .unwrap(&env.project, &env.key_version, &env.wrapped_dek, &dek_aad(&env.blob_id))?)
+    }
+
     /// Recovers an object's DEK: through the KMS (which checks the version is usable and
     /// the service agent may use it) or with the customer-supplied key, which must be
     /// the one the object was written with.
@@ -902,7 +951,11 @@ impl Storage {
         E: Into<StorageError>,
     {
         let bucket = self.prepare_write(&spec).await?;
-        let (mut envelope, cipher) = self.new_envelope(&bucket, spec.kms_key_name.as_deref(), spec.csek.as_deref())?;
+        let (mut envelope, cipher) = if spec.force_google_managed {
+            self.google_managed_envelope(&bucket)?
+        } else {
+            self.new_envelope(&bucket, spec.kms_key_name.as_deref(), spec.csek.as_deref())?
+        };
         let writer = self.blobs.begin_part(&envelope.blob_id, 0).await?;
         let mut sink = SegmentSink::new(cipher.clone(), writer, 0, Hashes::default());
         futures::pin_mut!(body);

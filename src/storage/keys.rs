@@ -26,6 +26,8 @@ pub trait KeyService: Send + Sync {
     /// (it exists, is ENCRYPT_DECRYPT, has an enabled primary, and the project's service
     /// agent may use it).
     fn validate(&self, project: &str, key_name: &str) -> Result<(), KeyError>;
+    /// The full name of a key's current primary version.
+    fn primary_version(&self, key_name: &str) -> Result<String, KeyError>;
     /// Wraps `dek` for an object of `project`, binding `aad`.
     fn wrap(&self, project: &str, key: &KeyChoice, dek: &[u8], aad: &[u8]) -> Result<WrappedDek, KeyError>;
     /// Unwraps a DEK; fails closed if the version is not usable.

@@ -75,6 +75,9 @@ pub trait MetaStore: Send + Sync {
     fn objects_with_key_version(&self, version: &str) -> StorageResult<Vec<ObjectRecord>>;
     /// Every blob id referenced by an object or a session.
     fn blob_ids(&self) -> StorageResult<HashSet<String>>;
+    fn put_rekey_job(&self, job: &super::rekey::RekeyJob) -> StorageResult<()>;
+    fn get_rekey_job(&self, name: &str) -> StorageResult<Option<super::rekey::RekeyJob>>;
+    fn running_rekey_jobs(&self) -> StorageResult<Vec<super::rekey::RekeyJob>>;
     fn max_generation(&self) -> StorageResult<i64>;
 }
 
@@ -92,6 +95,7 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE INDEX IF NOT EXISTS objects_live ON objects (bucket, live, name);
 CREATE INDEX IF NOT EXISTS objects_key_version ON objects (key_version);
 CREATE INDEX IF NOT EXISTS objects_bucket_key ON objects (bucket, key_version, name, generation);
+CREATE TABLE IF NOT EXISTS rekey_jobs (name TEXT PRIMARY KEY, state TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS upload_sessions (id TEXT PRIMARY KEY, blob_id TEXT NOT NULL, doc TEXT NOT NULL);
 ";
 
@@ -137,6 +141,14 @@ fn live_of(tx: &Connection, bucket: &str, name: &str) -> StorageResult<Option<Ob
     Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
 }
 
+/// The indexed key column: the KMS version name, or `csek:<sha256>`.
+fn key_column(rec: &ObjectRecord) -> String {
+    rec.envelope
+        .csek_sha256
+        .as_ref()
+        .map_or_else(|| rec.envelope.key_version.clone(), |s| format!("csek:{s}"))
+}
+
 fn insert_object(tx: &Connection, rec: &ObjectRecord, live: bool) -> StorageResult<()> {
     tx.execute(
         "INSERT INTO objects (bucket, name, generation, live, blob_id, key_version, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -146,8 +158,7 @@ fn insert_object(tx: &Connection, rec: &ObjectRecord, live: bool) -> StorageResu
             rec.generation,
             live,
             rec.envelope.blob_id,
-            // Indexed for finding objects by key: the KMS version, or `csek:<sha256>`.
-            rec.envelope.csek_sha256.as_ref().map_or_else(|| rec.envelope.key_version.clone(), |s| format!("csek:{s}")),
+            key_column(rec),
             serde_json::to_string(rec)?
         ],
     )?;
@@ -345,14 +356,15 @@ impl MetaStore for SqliteMetaStore {
         let rec = rec.clone();
         self.write(move |c| {
             let n = c.execute(
-                "UPDATE objects SET doc = ?4 WHERE bucket = ?1 AND name = ?2 AND generation = ?3
+                "UPDATE objects SET doc = ?4, key_version = ?6 WHERE bucket = ?1 AND name = ?2 AND generation = ?3
                    AND json_extract(doc, '$.metageneration') = ?5",
                 params![
                     rec.bucket,
                     rec.name,
                     rec.generation,
                     serde_json::to_string(&rec)?,
-                    expected
+                    expected,
+                    key_column(&rec)
                 ],
             )?;
             if n == 0 {
@@ -456,6 +468,36 @@ impl MetaStore for SqliteMetaStore {
         let rows = stmt.query_map([version], |r| r.get::<_, String>(0))?;
         let mut out = vec![];
         for doc in rows {
+            out.push(serde_json::from_str(&doc?)?);
+        }
+        Ok(out)
+    }
+
+    fn put_rekey_job(&self, job: &super::rekey::RekeyJob) -> StorageResult<()> {
+        let job = job.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO rekey_jobs (name, state, doc) VALUES (?1, ?2, ?3)
+                   ON CONFLICT(name) DO UPDATE SET state = excluded.state, doc = excluded.doc",
+                params![job.name, format!("{:?}", job.state), serde_json::to_string(&job)?],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn get_rekey_job(&self, name: &str) -> StorageResult<Option<super::rekey::RekeyJob>> {
+        let doc: Option<String> = self
+            .read()
+            .query_row("SELECT doc FROM rekey_jobs WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?;
+        Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
+    }
+
+    fn running_rekey_jobs(&self) -> StorageResult<Vec<super::rekey::RekeyJob>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare("SELECT doc FROM rekey_jobs WHERE state = 'Running'")?;
+        let mut out = vec![];
+        for doc in stmt.query_map([], |r| r.get::<_, String>(0))? {
             out.push(serde_json::from_str(&doc?)?);
         }
         Ok(out)

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod meta;
 pub mod model;
 pub mod names;
+pub mod rekey;
 pub mod resumable;
 pub mod segment;
 

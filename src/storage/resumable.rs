@@ -266,6 +266,7 @@ impl Storage {
             component_count: None,
             csek: None,
             protection: s.protection.clone(),
+            force_google_managed: false,
         };
         // Both the initiate body's checksums and the last chunk's x-goog-hash must hold.
         let final_spec = WriteSpec {

@@ -121,13 +121,6 @@ fn default_key(body: &Value) -> GcsResult<Option<Option<String>>> {
 pub async fn create(ctx: &Ctx, body: Body) -> GcsResult<Response> {
     let body = json_body(body).await?;
     unsupported(&body)?;
-    if ctx.flag("enableObjectRetention")? {
-        return Err(GcsError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "notImplemented",
-            "Object retention is not supported by sealstore yet.",
-        ));
-    }
     let name = str_field(&body, "name")?
         .ok_or_else(|| GcsError::new(StatusCode::BAD_REQUEST, "required", "Required field: name."))?;
     let data_locations = match body.pointer("/customPlacementConfig/dataLocations") {

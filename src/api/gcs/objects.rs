@@ -266,6 +266,7 @@ fn dest_spec(ctx: &Ctx, bucket: &str, name: &str, key_param: &str) -> GcsResult<
         kms_key_name: super::media::key_param(ctx, key_param)?,
         component_count: None,
         protection: Default::default(),
+        force_google_managed: false,
         // Copy and compose use one customer key for sources and destination.
         csek: ctx.csek("x-goog-encryption")?,
     })
