@@ -10,6 +10,7 @@ use super::engine::{ListSpec, Storage, WriteSpec};
 use super::error::{StorageError, StorageResult};
 use super::model::{KeyKind, ObjectRecord, Preconditions};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,6 +87,8 @@ pub struct RekeyJob {
 
 /// Keeps at most this many failures in a job record.
 const MAX_FAILURES: usize = 100;
+/// Objects a job works on at once.
+const JOB_CONCURRENCY: usize = 32;
 /// Persist the job's progress at least this often (objects).
 const CHECKPOINT_EVERY: u64 = 200;
 
@@ -219,7 +222,7 @@ impl Storage {
         })
     }
 
-    async fn run_job(&self, mut job: RekeyJob, cancel: &AtomicBool) -> StorageResult<()> {
+    async fn run_job(self: &Arc<Self>, mut job: RekeyJob, cancel: &AtomicBool) -> StorageResult<()> {
         let mut since_checkpoint = 0u64;
         loop {
             let spec = ListSpec {
@@ -230,12 +233,26 @@ impl Storage {
             };
             let page = self.list_objects(&job.bucket, spec).await?;
             let bucket = self.get_bucket(&job.bucket).await?;
-            for rec in &page.items {
-                if cancel.load(Ordering::SeqCst) {
-                    return Ok(());
-                }
+            if cancel.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            // Objects are independent: several in flight let the metadata writer commit
+            // their updates as one group.
+            let (shared_job, shared_bucket) = (Arc::new(job.clone()), Arc::new(bucket.clone()));
+            let outcomes: Vec<(ObjectRecord, StorageResult<Option<&'static str>>)> =
+                futures::stream::iter(page.items.clone())
+                    .map(|rec| {
+                        let (this, job, bucket) = (self.clone(), shared_job.clone(), shared_bucket.clone());
+                        async move {
+                            let r = this.rekey_one(&job, &bucket, &rec).await;
+                            (rec, r)
+                        }
+                    })
+                    .buffer_unordered(JOB_CONCURRENCY)
+                    .collect()
+                    .await;
+            for (rec, outcome) in &outcomes {
                 job.counters.scanned += 1;
-                let outcome = self.rekey_one(&job, &bucket, rec).await;
                 match outcome {
                     Ok(None) => {
                         job.counters.rewritten += 1;
@@ -243,7 +260,7 @@ impl Storage {
                     }
                     Ok(Some(reason)) => {
                         job.counters.skipped += 1;
-                        *job.skipped.entry(reason.to_owned()).or_default() += 1;
+                        *job.skipped.entry((*reason).to_owned()).or_default() += 1;
                     }
                     Err(e) => {
                         job.counters.failed += 1;
