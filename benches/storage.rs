@@ -90,6 +90,7 @@ fn pattern() -> Arc<Vec<u8>> {
 /// the two cores with the server, so it must cost as little CPU as possible.
 struct Raw {
     stream: std::net::TcpStream,
+    reader: BufReader<std::net::TcpStream>,
     host: String,
 }
 
@@ -98,7 +99,8 @@ impl Raw {
         let host = url.trim_start_matches("http://").to_owned();
         let stream = std::net::TcpStream::connect(&host).unwrap();
         stream.set_nodelay(true).unwrap();
-        Self { stream, host }
+        let reader = BufReader::with_capacity(1 << 20, stream.try_clone().unwrap());
+        Self { stream, reader, host }
     }
 
     /// Sends a request with `body_len` bytes taken from `body` (cycled), returns the status
@@ -117,13 +119,16 @@ impl Raw {
             left -= n as u64;
         }
         // Response head, then Content-Length bytes of body.
-        let mut buf = Vec::with_capacity(4096);
-        let mut byte = [0u8; 1];
-        while !buf.ends_with(b"\r\n\r\n") {
-            self.stream.read_exact(&mut byte).unwrap();
-            buf.push(byte[0]);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).unwrap();
+            assert!(n > 0, "connection closed");
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line.to_ascii_lowercase());
         }
-        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
         let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let len: u64 = head
             .lines()
@@ -134,7 +139,7 @@ impl Raw {
         let mut got = 0u64;
         while got < len {
             let want = ((len - got) as usize).min(sink.len());
-            let n = self.stream.read(&mut sink[..want]).unwrap();
+            let n = self.reader.read(&mut sink[..want]).unwrap();
             assert!(n > 0, "connection closed");
             got += n as u64;
         }
