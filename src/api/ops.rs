@@ -40,6 +40,30 @@ pub async fn handle(
 ) -> Response {
     let path = uri.path().to_owned();
     if method == Method::POST && path == "/sealstore/v1/clock:advance" && app.fake_clock {
+        // Moving time expires retention and destroys keys: in token mode only an owner of
+        // the server's own project (`projects/_sealstore`) may.
+        let chain = vec![format!("projects/{}", crate::keyservice::GOOGLE_MANAGED_PROJECT)];
+        if !app.allowed(&principal.0, "sealstore.clock.advance", &chain) {
+            app.audit(
+                &principal.0,
+                "POST clock:advance",
+                &chain[0],
+                "sealstore.clock.advance",
+                "DENIED",
+            );
+            return RpcError::new(
+                Code::PermissionDenied,
+                "Permission 'sealstore.clock.advance' denied: it needs roles/owner on projects/_sealstore.",
+            )
+            .into_response();
+        }
+        app.audit(
+            &principal.0,
+            "POST clock:advance",
+            &chain[0],
+            "sealstore.clock.advance",
+            "OK",
+        );
         return advance(app, &body).await;
     }
     if method == Method::GET

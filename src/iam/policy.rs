@@ -170,6 +170,14 @@ impl PolicyStore {
 }
 
 impl PolicyStore {
+    /// Removes a resource's policy (its resource was deleted; a new resource with the same
+    /// name must not inherit it).
+    pub fn remove(&self, resource: &str) -> Result<(), IamError> {
+        self.conn()
+            .execute("DELETE FROM iam_policies WHERE resource = ?1", [resource])?;
+        Ok(())
+    }
+
     /// Adds `member` to `role` on `resource` (read-modify-write with the etag).
     pub fn add_binding(&self, resource: &str, role: &str, member: &str) -> Result<Policy, IamError> {
         loop {

@@ -136,6 +136,8 @@ pub struct WriteSpec {
     /// Use the Google-managed key even if the bucket has a default key (re-key jobs
     /// moving objects back to Google-managed encryption).
     pub force_google_managed: bool,
+    /// The caller may replace an existing live object (`storage.objects.delete`).
+    pub may_replace: bool,
     /// A customer-supplied key: it protects the object instead of any KMS key.
     pub csek: Option<Arc<CustomerKey>>,
 }
@@ -500,6 +502,15 @@ impl Storage {
             .ok_or_else(|| StorageError::NotFound(format!("The specified bucket does not exist: {name}")))?;
         self.cache_bucket(&b);
         Ok(b)
+    }
+
+    /// The project of a bucket this process has seen (no I/O).
+    pub fn cached_bucket_project(&self, name: &str) -> Option<String> {
+        self.bucket_cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .map(|b| b.project.clone())
     }
 
     fn cache_bucket(&self, b: &Bucket) {
@@ -870,8 +881,9 @@ impl Storage {
         spec.preconditions
             .check(live.as_ref().map(|r| (r.generation, r.metageneration)), false)?;
         if let Some(l) = &live {
-            // An overwrite replaces the live generation: holds and retention forbid it.
-            l.check_removable(&bucket, self.clock.now())?;
+            // An overwrite replaces the live generation: it needs the right to, and holds
+            // and retention forbid it. (Checked again inside the commit.)
+            replace_check(bucket.clone(), self.clock.now(), spec.may_replace)(l)?;
         }
         Ok(bucket)
     }
@@ -882,21 +894,15 @@ impl Storage {
         bucket: &Bucket,
         record: ObjectRecord,
         pre: Preconditions,
+        may_replace: bool,
     ) -> StorageResult<ObjectRecord> {
-        // Holds or retention may have appeared while the data was streaming.
-        let (b, n) = (record.bucket.clone(), record.name.clone());
-        if let Some(live) = self.blocking(move |m| m.get_object(&b, &n, None)).await?
-            && let Err(e) = live.check_removable(bucket, self.clock.now())
-        {
-            self.blobs
-                .delete(&record.envelope.blob_id, record.envelope.parts.len())
-                .await;
-            return Err(e);
-        }
         let rec = record.clone();
         let keep = bucket.versioning;
         let parts = record.envelope.parts.len();
-        match self.blocking(move |m| m.commit_object(&rec, &pre, keep)).await {
+        // Checked inside the commit transaction: holds or retention that appeared while
+        // the data streamed, and the caller's right to replace what is there.
+        let check = replace_check(bucket.clone(), self.clock.now(), may_replace);
+        match self.blocking(move |m| m.commit_object(&rec, &pre, keep, check)).await {
             Ok(replaced) => {
                 if let Some(old) = replaced {
                     self.blobs.delete(&old.envelope.blob_id, old.envelope.parts.len()).await;
@@ -987,7 +993,9 @@ impl Storage {
         envelope.parts = vec![segments];
         envelope.sealed_hashes = cipher.seal_hashes(crc, md5);
         let record = self.new_record(&spec, &bucket, envelope, size, spec.component_count);
-        let record = self.commit(&bucket, record, spec.preconditions).await?;
+        let record = self
+            .commit(&bucket, record, spec.preconditions, spec.may_replace)
+            .await?;
         Ok((record, ObjectHashes { crc32c: crc, md5 }))
     }
 
@@ -1174,13 +1182,11 @@ impl Storage {
         // On a versioned bucket, deleting the live object keeps it as noncurrent.
         let b = self.get_bucket(bucket).await?;
         let versioned = b.versioning;
-        let target = self
-            .get_object(bucket, name, generation, &Preconditions::default())
-            .await?;
-        target.check_removable(&b, self.clock.now())?;
+        // Holds and retention are checked inside the delete transaction.
+        let check = replace_check(b.clone(), self.clock.now(), true);
         let (b, n, p) = (bucket.to_owned(), name.to_owned(), *pre);
         let removed = self
-            .blocking(move |m| m.delete_object(&b, &n, generation, &p, versioned))
+            .blocking(move |m| m.delete_object(&b, &n, generation, &p, versioned, check))
             .await?;
         if let Some(r) = removed {
             self.blobs.delete(&r.envelope.blob_id, r.envelope.parts.len()).await;
@@ -1239,6 +1245,22 @@ impl Storage {
         };
         self.write(spec, body).await
     }
+}
+
+/// The in-transaction check before a generation is replaced or deleted.
+fn replace_check(bucket: Bucket, now: chrono::DateTime<chrono::Utc>, may_replace: bool) -> super::meta::ReplaceCheck {
+    Box::new(move |existing: &ObjectRecord| {
+        if !may_replace {
+            return Err(StorageError::Forbidden {
+                reason: "forbidden",
+                message: format!(
+                    "Replacing {}/{} needs storage.objects.delete on bucket {}.",
+                    existing.bucket, existing.name, existing.bucket
+                ),
+            });
+        }
+        existing.check_removable(&bucket, now)
+    })
 }
 
 /// Applies hold and retention changes to an object, with GCS's rules: releasing an

@@ -22,6 +22,10 @@ pub struct ListQuery {
     pub limit: usize,
 }
 
+/// Checked inside the write transaction against the generation about to be replaced or
+/// deleted (holds, retention, permission to replace), so nothing can slip in between.
+pub type ReplaceCheck = Box<dyn Fn(&ObjectRecord) -> StorageResult<()> + Send>;
+
 pub trait MetaStore: Send + Sync {
     fn insert_bucket(&self, b: &Bucket) -> StorageResult<()>;
     fn get_bucket(&self, name: &str) -> StorageResult<Option<Bucket>>;
@@ -47,6 +51,7 @@ pub trait MetaStore: Send + Sync {
         rec: &ObjectRecord,
         pre: &Preconditions,
         keep_previous: bool,
+        check: ReplaceCheck,
     ) -> StorageResult<Option<ObjectRecord>>;
     /// Replaces an object's metadata if its metageneration is `expected`.
     fn update_object(&self, rec: &ObjectRecord, expected: i64) -> StorageResult<()>;
@@ -58,6 +63,7 @@ pub trait MetaStore: Send + Sync {
         generation: Option<i64>,
         pre: &Preconditions,
         archive: bool,
+        check: ReplaceCheck,
     ) -> StorageResult<Option<ObjectRecord>>;
     fn put_session(&self, s: &UploadSession) -> StorageResult<()>;
     fn get_session(&self, id: &str) -> StorageResult<Option<UploadSession>>;
@@ -321,6 +327,7 @@ impl MetaStore for SqliteMetaStore {
         rec: &ObjectRecord,
         pre: &Preconditions,
         keep_previous: bool,
+        check: ReplaceCheck,
     ) -> StorageResult<Option<ObjectRecord>> {
         let (rec, pre) = (rec.clone(), *pre);
         self.write(move |c| {
@@ -332,6 +339,9 @@ impl MetaStore for SqliteMetaStore {
             }
             let live = live_of(c, &rec.bucket, &rec.name)?;
             pre.check(live.as_ref().map(|l| (l.generation, l.metageneration)), false)?;
+            if let Some(l) = &live {
+                check(l)?;
+            }
             let mut replaced = None;
             if let Some(old) = live {
                 if keep_previous {
@@ -383,6 +393,7 @@ impl MetaStore for SqliteMetaStore {
         generation: Option<i64>,
         pre: &Preconditions,
         archive: bool,
+        check: ReplaceCheck,
     ) -> StorageResult<Option<ObjectRecord>> {
         let (bucket, name, pre) = (bucket.to_owned(), name.to_owned(), *pre);
         self.write(move |c| {
@@ -394,6 +405,7 @@ impl MetaStore for SqliteMetaStore {
                 return Err(not_found_object(&bucket, &name));
             };
             pre.check(Some((target.generation, target.metageneration)), false)?;
+            check(&target)?;
             if archive && generation.is_none() {
                 c.execute(
                     "UPDATE objects SET live = 0 WHERE bucket = ?1 AND name = ?2 AND generation = ?3",

@@ -230,6 +230,9 @@ pub struct UploadSession {
     pub completed_generation: Option<i64>,
     #[serde(default)]
     pub protection: WriteProtection,
+    /// Whether the uploader may replace an existing object (checked at commit).
+    #[serde(default)]
+    pub may_replace: bool,
 }
 
 /// The `if*Match` query parameters of one request.

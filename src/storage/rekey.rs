@@ -188,7 +188,19 @@ impl Storage {
         tokio::spawn(async move {
             let name = job.name.clone();
             if let Err(e) = storage.run_job(job, &flag).await {
-                tracing::error!(job = %name, error = %e, "re-key job stopped");
+                tracing::error!(job = %name, error = %e, "re-key job failed");
+                if let Ok(mut j) = storage.get_rekey_job(&name).await
+                    && j.state == JobState::Running
+                {
+                    j.state = JobState::Failed;
+                    j.failures.push(Failure {
+                        object: String::new(),
+                        generation: 0,
+                        reason: e.to_string(),
+                    });
+                    j.update_time = storage.now();
+                    let _ = storage.save_job(&j).await;
+                }
             }
             storage
                 .rekey_cancel
@@ -227,12 +239,23 @@ impl Storage {
         loop {
             let spec = ListSpec {
                 prefix: job.prefix.clone(),
+                // Noncurrent generations are protected by the key too.
+                versions: true,
                 max_results: Some(500),
                 page_token: job.cursor.clone(),
                 ..Default::default()
             };
             let page = self.list_objects(&job.bucket, spec).await?;
             let bucket = self.get_bucket(&job.bucket).await?;
+            // The job belongs to the bucket of its project: a bucket of the same name
+            // recreated elsewhere is not its business.
+            let project = job.name.split('/').nth(1).unwrap_or("");
+            if bucket.project != project || bucket.time_created > job.create_time {
+                return Err(StorageError::invalid(format!(
+                    "Bucket {} is no longer the bucket this job was created for.",
+                    job.bucket
+                )));
+            }
             if cancel.load(Ordering::SeqCst) {
                 return Ok(());
             }
@@ -240,7 +263,9 @@ impl Storage {
             // their updates as one group.
             let (shared_job, shared_bucket) = (Arc::new(job.clone()), Arc::new(bucket.clone()));
             let outcomes: Vec<(ObjectRecord, StorageResult<Option<&'static str>>)> =
-                futures::stream::iter(page.items.clone())
+                // Generations written after the job started (its own rewrites among them)
+                // already use current keys: not part of the job.
+                futures::stream::iter(page.items.iter().filter(|r| r.time_created <= job.create_time).cloned().collect::<Vec<_>>())
                     .map(|rec| {
                         let (this, job, bucket) = (self.clone(), shared_job.clone(), shared_bucket.clone());
                         async move {
@@ -326,10 +351,24 @@ impl Storage {
             RekeyTo::GoogleManaged => None,
         };
         let opened = self.open(rec.clone(), None)?;
-        match job.mode {
+        // A rewrite makes a new live generation, so a noncurrent generation is re-wrapped
+        // in place instead (its data keeps its DEK; the DEK moves to the new key).
+        let (b, n) = (rec.bucket.clone(), rec.name.clone());
+        let live = self.blocking(move |m| m.get_object(&b, &n, None)).await?;
+        let mode = if live.is_some_and(|l| l.generation == rec.generation) {
+            job.mode
+        } else {
+            RekeyMode::Rewrap
+        };
+        match mode {
             RekeyMode::Rewrap => {
                 let mut updated = rec.clone();
                 updated.envelope = self.rewrap_envelope(&opened, bucket, to_key)?;
+                // The key is metadata: a new metageneration, so a concurrent metadata patch
+                // (which writes back the record it read) fails its check instead of
+                // restoring the old wrapped key.
+                updated.metageneration += 1;
+                updated.updated = self.now();
                 let expected = rec.metageneration;
                 // The metageneration check makes a concurrent metadata change win.
                 self.blocking(move |m| m.update_object(&updated, expected)).await?;
@@ -356,6 +395,8 @@ impl Storage {
                         retention: rec.retention.clone(),
                     },
                     force_google_managed: to_key.is_none(),
+                    // The job replaces the generation it read (guarded by ifGenerationMatch).
+                    may_replace: true,
                 };
                 let size = rec.size;
                 let body = self.read_range(&opened, 0, size);

@@ -108,6 +108,7 @@ impl Storage {
             created: self.clock.now(),
             completed_generation: None,
             protection: spec.protection.clone(),
+            may_replace: spec.may_replace,
         };
         let id = session.id.clone();
         let s = session.clone();
@@ -267,6 +268,7 @@ impl Storage {
             csek: None,
             protection: s.protection.clone(),
             force_google_managed: false,
+            may_replace: s.may_replace,
         };
         // Both the initiate body's checksums and the last chunk's x-goog-hash must hold.
         let final_spec = WriteSpec {
@@ -284,7 +286,7 @@ impl Storage {
         let bucket = self.get_bucket(&s.bucket).await?;
         s.envelope.sealed_hashes = cipher.seal_hashes(crc, Some(md5));
         let record = self.new_record(&spec, &bucket, s.envelope.clone(), size, None);
-        let record = match self.commit(&bucket, record, spec.preconditions).await {
+        let record = match self.commit(&bucket, record, spec.preconditions, s.may_replace).await {
             Ok(r) => r,
             Err(e) => {
                 let id = s.id.clone();
@@ -309,6 +311,12 @@ impl Storage {
         self.blobs.delete(&s.envelope.blob_id, s.envelope.parts.len()).await;
         let id = s.id.clone();
         self.blocking(move |m| m.delete_session(&id)).await
+    }
+
+    /// The bucket and object name an upload session writes.
+    pub async fn session_target(&self, id: &str) -> StorageResult<(String, String)> {
+        let s = self.session(id).await?;
+        Ok((s.bucket, s.name))
     }
 
     /// DELETE on a session: its parts are removed and the session is gone.

@@ -159,3 +159,63 @@ fn token_mode_authenticates_authorizes_and_audits() {
         assert!(!s.log_text().contains(t.as_str()));
     }
 }
+
+/// Review findings: a deleted bucket's policy must not carry over to a new bucket of
+/// the same name, and overwriting needs storage.objects.delete (objectCreator may only
+/// create).
+#[test]
+fn bucket_policies_die_with_buckets_and_overwrites_need_delete() {
+    let s = Server::start(&["--auth", "token"]);
+    let owner = token(&s, "user:owner@example.com", Some("roles/owner"));
+    let creator = token(&s, "user:creator@example.com", Some("roles/storage.objectCreator"));
+    assert_eq!(
+        call(
+            &s,
+            "POST",
+            "/storage/v1/b?project=p",
+            Some(&owner),
+            json!({"name": "recycled"})
+        )
+        .0,
+        200
+    );
+    let policy = json!({"bindings": [{"role": "roles/storage.admin", "members": ["user:mallory@example.com"]}]});
+    assert_eq!(
+        call(&s, "PUT", "/storage/v1/b/recycled/iam", Some(&owner), policy).0,
+        200
+    );
+    assert_eq!(
+        call(&s, "DELETE", "/storage/v1/b/recycled", Some(&owner), json!({})).0,
+        204
+    );
+    assert_eq!(
+        call(
+            &s,
+            "POST",
+            "/storage/v1/b?project=p",
+            Some(&owner),
+            json!({"name": "recycled"})
+        )
+        .0,
+        200
+    );
+    let (st, p) = call(&s, "GET", "/storage/v1/b/recycled/iam", Some(&owner), json!({}));
+    assert_eq!(st, 200);
+    assert_eq!(p["bindings"], json!([]), "{p}");
+
+    let upload = |tok: &str, data: &[u8]| {
+        let auth = format!("Bearer {tok}");
+        crate::harness::raw(
+            &s.url,
+            "POST",
+            "/upload/storage/v1/b/recycled/o?uploadType=media&name=doc",
+            &[("authorization", auth.as_str()), ("content-type", "text/plain")],
+            data,
+        )
+    };
+    assert_eq!(upload(&creator, b"first").status, 200);
+    let r = upload(&creator, b"second");
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("storage.objects.delete"));
+    assert_eq!(upload(&owner, b"second").status, 200);
+}

@@ -151,6 +151,12 @@ pub async fn create(ctx: &Ctx, body: Body) -> GcsResult<Response> {
         object_retention: ctx.flag("enableObjectRetention")?,
     };
     let b = ctx.app.storage.create_bucket(&ctx.project(), spec).await?;
+    // A new bucket starts with no policy of its own, whatever an earlier bucket of the
+    // same name had.
+    ctx.app
+        .policies
+        .remove(&super::bucket_resource(name))
+        .map_err(iam_error)?;
     Ok(Json(render::bucket(&b, &ctx.base)).into_response())
 }
 
@@ -252,6 +258,10 @@ pub async fn delete(ctx: &Ctx, name: &str) -> GcsResult<Response> {
         .storage
         .delete_bucket(name, ctx.int("ifMetagenerationMatch")?)
         .await?;
+    ctx.app
+        .policies
+        .remove(&super::bucket_resource(name))
+        .map_err(iam_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -56,6 +56,7 @@ fn spec_from(ctx: &Ctx, bucket: &str, meta_doc: &Value, name_hint: Option<&str>)
         csek: ctx.csek("x-goog-encryption")?,
         protection: super::objects::write_protection(meta_doc)?,
         force_google_managed: false,
+        may_replace: super::may_replace(ctx, bucket),
     })
 }
 

@@ -295,6 +295,20 @@ pub async fn require(ctx: &Ctx, permission: &'static str, bucket: Option<&str>) 
     ))
 }
 
+/// Whether the caller may replace existing objects in `bucket` (GCS requires
+/// `storage.objects.delete` for an overwrite, beyond `storage.objects.create`).
+pub fn may_replace(ctx: &Ctx, bucket: &str) -> bool {
+    if ctx.app.is_dev_owner(&ctx.principal) {
+        return true;
+    }
+    let mut chain = vec![bucket_resource(bucket)];
+    // `require` has just loaded this bucket, so its project is cached.
+    if let Some(p) = ctx.app.storage.cached_bucket_project(bucket) {
+        chain.push(format!("projects/{p}"));
+    }
+    ctx.app.allowed(&ctx.principal, "storage.objects.delete", &chain)
+}
+
 /// `/storage/v1/...`: the JSON API (and `alt=media` downloads).
 pub async fn json_api(
     State(app): State<AppState>,

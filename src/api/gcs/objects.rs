@@ -267,6 +267,7 @@ fn dest_spec(ctx: &Ctx, bucket: &str, name: &str, key_param: &str) -> GcsResult<
         component_count: None,
         protection: Default::default(),
         force_google_managed: false,
+        may_replace: super::may_replace(ctx, bucket),
         // Copy and compose use one customer key for sources and destination.
         csek: ctx.csek("x-goog-encryption")?,
     })
