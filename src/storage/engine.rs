@@ -876,6 +876,15 @@ impl Storage {
         if let Some(r) = &spec.protection.retention {
             check_retention_mode(r)?;
         }
+        // The commit transaction checks preconditions, holds, retention and the right to
+        // replace authoritatively; checking early only saves streaming a doomed upload,
+        // which is worth a metadata read when the request has preconditions or the bucket
+        // can protect objects.
+        let protective =
+            bucket.retention_policy.is_some() || bucket.default_event_based_hold || bucket.object_retention;
+        if spec.preconditions.is_empty() && spec.may_replace && !protective {
+            return Ok(bucket);
+        }
         let (b, n) = (spec.bucket.clone(), spec.name.clone());
         let live = self.blocking(move |m| m.get_object(&b, &n, None)).await?;
         spec.preconditions
