@@ -162,11 +162,7 @@ async fn objects_by_key(app: &AppState, principal: &str, bucket: &str, raw_query
         Ok(q) => q,
         Err(m) => return RpcError::invalid(m).into_response(),
     };
-    let chain = vec![crate::api::gcs::bucket_resource(bucket)];
-    let mut chain = chain;
-    if let Ok(b) = app.storage.get_bucket(bucket).await {
-        chain.push(format!("projects/{}", b.project));
-    }
+    let chain = crate::api::gcs::bucket_chain(app, bucket).await;
     if !app.allowed(principal, "storage.objects.list", &chain) {
         app.audit(
             principal,

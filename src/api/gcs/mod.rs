@@ -258,6 +258,15 @@ pub fn bucket_resource(bucket: &str) -> String {
     format!("projects/_/buckets/{bucket}")
 }
 
+/// The resources whose policies apply to a bucket: its own, then its project's.
+pub async fn bucket_chain(app: &AppState, bucket: &str) -> Vec<String> {
+    let mut chain = vec![bucket_resource(bucket)];
+    if let Ok(b) = app.storage.get_bucket(bucket).await {
+        chain.push(format!("projects/{}", b.project));
+    }
+    chain
+}
+
 /// Checks `permission` for the caller on a bucket (its policy, then its project's) or,
 /// without a bucket, on the request's project. Denials are audited.
 pub async fn require(ctx: &Ctx, permission: &'static str, bucket: Option<&str>) -> GcsResult<()> {
@@ -265,13 +274,7 @@ pub async fn require(ctx: &Ctx, permission: &'static str, bucket: Option<&str>) 
         return Ok(());
     }
     let chain = match bucket {
-        Some(b) => {
-            let mut c = vec![bucket_resource(b)];
-            if let Ok(bk) = ctx.app.storage.get_bucket(b).await {
-                c.push(format!("projects/{}", bk.project));
-            }
-            c
-        }
+        Some(b) => bucket_chain(&ctx.app, b).await,
         None => vec![format!("projects/{}", ctx.project())],
     };
     if ctx.app.allowed(&ctx.principal, permission, &chain) {
