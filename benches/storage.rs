@@ -92,6 +92,8 @@ struct Raw {
     stream: std::net::TcpStream,
     reader: BufReader<std::net::TcpStream>,
     host: String,
+    /// Response bodies are read into this and discarded; allocated once per connection.
+    sink: Vec<u8>,
 }
 
 impl Raw {
@@ -100,7 +102,12 @@ impl Raw {
         let stream = std::net::TcpStream::connect(&host).unwrap();
         stream.set_nodelay(true).unwrap();
         let reader = BufReader::with_capacity(1 << 20, stream.try_clone().unwrap());
-        Self { stream, reader, host }
+        Self {
+            stream,
+            reader,
+            host,
+            sink: vec![0u8; 1 << 20],
+        }
     }
 
     /// Sends a request with `body_len` bytes taken from `body` (cycled), returns the status
@@ -135,11 +142,10 @@ impl Raw {
             .find_map(|l| l.strip_prefix("content-length:"))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
-        let mut sink = vec![0u8; 1 << 20];
         let mut got = 0u64;
         while got < len {
-            let want = ((len - got) as usize).min(sink.len());
-            let n = self.reader.read(&mut sink[..want]).unwrap();
+            let want = ((len - got) as usize).min(self.sink.len());
+            let n = self.reader.read(&mut self.sink[..want]).unwrap();
             assert!(n > 0, "connection closed");
             got += n as u64;
         }
