@@ -7,6 +7,7 @@ use crate::kms::Kms;
 use crate::kms::seal::Sealer;
 use crate::kms::store::SqliteKmsStore;
 use crate::rootkey::RootKey;
+use crate::storage::blobs::BlobStore;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,9 +40,9 @@ pub struct ServeConfig {
 }
 
 /// Opens the blob store named by `--blob-store`.
-fn blob_store(spec: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn object_store::ObjectStore>> {
+fn blob_store(spec: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<BlobStore> {
     match spec {
-        Some("memory://") => Ok(Arc::new(object_store::memory::InMemory::new())),
+        Some("memory://") => Ok(BlobStore::new(Arc::new(object_store::memory::InMemory::new()))),
         Some(s) if s.starts_with("file://") => local_store(std::path::PathBuf::from(&s["file://".len()..])),
         Some(other) => anyhow::bail!("unsupported --blob-store {other:?}: use file://PATH or memory://"),
         None => local_store(data_dir.join("blobs")),
@@ -50,7 +51,7 @@ fn blob_store(spec: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<
 
 /// A local blob directory. Staging files of multipart writes (`name#id`) that a crash
 /// left behind are removed first: nothing is writing at start-up.
-fn local_store(path: std::path::PathBuf) -> anyhow::Result<Arc<dyn object_store::ObjectStore>> {
+fn local_store(path: std::path::PathBuf) -> anyhow::Result<BlobStore> {
     std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
     let mut removed = 0;
     let mut dirs = vec![path.clone()];
@@ -67,7 +68,8 @@ fn local_store(path: std::path::PathBuf) -> anyhow::Result<Arc<dyn object_store:
     if removed > 0 {
         tracing::info!(removed, "removed partial blob writes left by an earlier crash");
     }
-    Ok(Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&path)?))
+    let store = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&path)?);
+    Ok(BlobStore::local(store, path))
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -140,7 +142,7 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
         audit.clone(),
     )?);
     let meta = Arc::new(crate::storage::meta::SqliteMetaStore::open(&db_path)?);
-    let blobs = crate::storage::blobs::BlobStore::new(blob_store(cfg.blob_store.as_deref(), &cfg.data_dir)?);
+    let blobs = blob_store(cfg.blob_store.as_deref(), &cfg.data_dir)?;
     let storage = Arc::new(crate::storage::Storage::new(meta.clone(), blobs, keys, clock.clone())?);
     kms.set_destroy_guard(Arc::new(crate::storage::guard::RetentionGuard::new(
         meta,

@@ -1,20 +1,29 @@
 //! Blob I/O through `object_store`. Paths are `<random blob id>.<part>`: they never
-//! contain bucket or object names.
+//! contain bucket or object names. Each part is written with one `put` (parts are at
+//! most `PART_SEGMENTS` segments, about 8 MiB) and, on the local file system, made
+//! durable with fsync before the metadata row that references it commits.
 
-use super::error::StorageResult;
+use super::error::{StorageError, StorageResult};
 use bytes::Bytes;
 use futures::StreamExt;
+use object_store::ObjectStore;
 use object_store::path::Path;
-use object_store::{ObjectStore, WriteMultipart};
-use std::collections::HashSet;
-use std::sync::Arc;
-
-/// Upload buffer per part request; bounds memory per upload stream.
-const CHUNK: usize = 8 * 1024 * 1024;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
+    /// The directory behind a `LocalFileSystem` store: written parts are fsynced there.
+    /// `None` for stores with nothing to sync (in memory).
+    local_root: Option<Arc<LocalRoot>>,
+}
+
+struct LocalRoot {
+    path: std::path::PathBuf,
+    /// Fan-out directories whose entry in their parent is known durable: a directory
+    /// needs its parent fsynced once after creation, not once per blob.
+    durable_dirs: Mutex<HashSet<std::path::PathBuf>>,
 }
 
 pub fn new_blob_id() -> String {
@@ -31,79 +40,45 @@ fn part_path(blob_id: &str, part: usize) -> Path {
     Path::from(format!("{a}/{b}/{blob_id}.{part}"))
 }
 
-/// Streams one part to the blob store. Parts smaller than one upload chunk (most
-/// objects) are written with a single `put`; larger ones switch to a multipart upload
-/// so memory stays bounded.
-pub struct PartWriter {
-    store: Arc<dyn ObjectStore>,
-    path: Path,
-    state: WriterState,
-}
-
-enum WriterState {
-    /// Segments held until the part is big enough to need a multipart upload.
-    Buffered(Vec<Bytes>, usize),
-    Streaming(WriteMultipart),
-}
-
-impl PartWriter {
-    /// Takes ownership of a sealed segment: no copy on the way to the store.
-    pub async fn write(&mut self, data: Bytes) -> StorageResult<()> {
-        match &mut self.state {
-            WriterState::Buffered(parts, len) if *len + data.len() <= CHUNK => {
-                *len += data.len();
-                parts.push(data);
-                Ok(())
-            }
-            WriterState::Buffered(parts, _) => {
-                let upload = self.store.put_multipart(&self.path).await?;
-                let mut w = WriteMultipart::new_with_chunk_size(upload, CHUNK);
-                for p in std::mem::take(parts) {
-                    w.put(p);
-                }
-                w.wait_for_capacity(2).await?;
-                w.put(data);
-                self.state = WriterState::Streaming(w);
-                Ok(())
-            }
-            WriterState::Streaming(w) => {
-                w.wait_for_capacity(2).await?;
-                w.put(data);
-                Ok(())
-            }
-        }
-    }
-
-    pub async fn finish(self) -> StorageResult<()> {
-        match self.state {
-            WriterState::Buffered(parts, _) => {
-                self.store.put(&self.path, parts.into_iter().collect()).await?;
-            }
-            WriterState::Streaming(w) => {
-                w.finish().await?;
-            }
-        }
-        Ok(())
-    }
-
-    pub async fn abort(self) {
-        if let WriterState::Streaming(w) = self.state {
-            let _ = w.abort().await;
-        }
-    }
+/// `(blob id, part)` of a blob file name; `None` for anything else (such as the staging
+/// files `LocalFileSystem` writes before renaming).
+fn parse_part(file_name: &str) -> Option<(&str, usize)> {
+    let (id, part) = file_name.split_once('.')?;
+    Some((id, part.parse().ok()?))
 }
 
 impl BlobStore {
+    /// A store with nothing to fsync (in memory).
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            local_root: None,
+        }
     }
 
-    pub async fn begin_part(&self, blob_id: &str, part: usize) -> StorageResult<PartWriter> {
-        Ok(PartWriter {
-            store: self.store.clone(),
-            path: part_path(blob_id, part),
-            state: WriterState::Buffered(Vec::new(), 0),
-        })
+    /// A `LocalFileSystem` store rooted at `root`: parts are fsynced after they are written.
+    pub fn local(store: Arc<dyn ObjectStore>, root: std::path::PathBuf) -> Self {
+        Self {
+            store,
+            local_root: Some(Arc::new(LocalRoot {
+                path: root,
+                durable_dirs: Mutex::new(HashSet::new()),
+            })),
+        }
+    }
+
+    /// Writes one part in a single `put` and makes it durable: after this returns, the
+    /// part survives a crash or power loss, so a metadata row may reference it.
+    pub async fn put_part(&self, blob_id: &str, part: usize, segments: Vec<Bytes>) -> StorageResult<()> {
+        let path = part_path(blob_id, part);
+        self.store.put(&path, segments.into_iter().collect()).await?;
+        if let Some(root) = self.local_root.clone() {
+            tokio::task::spawn_blocking(move || root.sync(path.as_ref()))
+                .await
+                .map_err(StorageError::internal)?
+                .map_err(|e| StorageError::Internal(format!("could not make a blob durable: {e}")))?;
+        }
+        Ok(())
     }
 
     pub async fn read(&self, blob_id: &str, part: usize, range: std::ops::Range<u64>) -> StorageResult<Bytes> {
@@ -112,7 +87,12 @@ impl BlobStore {
 
     /// Deletes every part of a blob; missing parts are fine.
     pub async fn delete(&self, blob_id: &str, parts: usize) {
-        for p in 0..parts.max(1) {
+        self.delete_parts(blob_id, 0..parts.max(1)).await;
+    }
+
+    /// Deletes the given parts of a blob; missing parts are fine.
+    pub async fn delete_parts(&self, blob_id: &str, parts: std::ops::Range<usize>) {
+        for p in parts {
             match self.store.delete(&part_path(blob_id, p)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => {
@@ -122,19 +102,25 @@ impl BlobStore {
         }
     }
 
-    /// Removes blobs last written before `older_than` that no metadata row or session
-    /// references (crash leftovers). Returns how many parts were removed.
+    /// Removes files last written before `older_than` that no metadata row or session
+    /// references (crash leftovers): parts of unreferenced blobs, parts past the count
+    /// their row records (`referenced` maps blob id → parts), and stray files. Returns
+    /// how many files were removed.
     pub async fn sweep(
         &self,
-        referenced: &HashSet<String>,
+        referenced: &HashMap<String, usize>,
         older_than: chrono::DateTime<chrono::Utc>,
     ) -> StorageResult<usize> {
         let mut listing = self.store.list(None);
         let mut orphans = vec![];
         while let Some(meta) = listing.next().await {
             let meta = meta?;
-            let id = meta.location.filename().and_then(|f| f.split('.').next()).unwrap_or("");
-            if !referenced.contains(id) && meta.last_modified < older_than {
+            let keep = meta
+                .location
+                .filename()
+                .and_then(parse_part)
+                .is_some_and(|(id, part)| referenced.get(id).is_some_and(|&n| part < n));
+            if !keep && meta.last_modified < older_than {
                 orphans.push(meta.location);
             }
         }
@@ -145,60 +131,102 @@ impl BlobStore {
     }
 }
 
+impl LocalRoot {
+    /// fsyncs a written file and the directory holding it, and makes sure each fan-out
+    /// directory's own entry is durable (once per directory and process: they may have
+    /// just been created).
+    fn sync(&self, rel: &str) -> std::io::Result<()> {
+        let file = self.path.join(rel);
+        std::fs::File::open(&file)?.sync_all()?;
+        let Some(dir) = file.parent() else {
+            return Ok(());
+        };
+        std::fs::File::open(dir)?.sync_all()?;
+        let mut d = dir;
+        while d != self.path && d.starts_with(&self.path) {
+            let Some(parent) = d.parent() else {
+                break;
+            };
+            let known = self.durable_dirs.lock().unwrap_or_else(|e| e.into_inner()).contains(d);
+            if !known {
+                std::fs::File::open(parent)?.sync_all()?;
+                self.durable_dirs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(d.to_path_buf());
+            }
+            d = parent;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The conformance suite every blob backend must pass.
-    async fn conformance(store: Arc<dyn ObjectStore>) {
-        let blobs = BlobStore::new(store);
+    async fn conformance(blobs: BlobStore) {
         let id = new_blob_id();
         assert_eq!(id.len(), 32);
-        let mut w = blobs.begin_part(&id, 0).await.unwrap();
-        w.write(Bytes::from_static(b"hello ")).await.unwrap();
-        w.write(Bytes::from_static(b"world")).await.unwrap();
-        w.finish().await.unwrap();
+        let parts = vec![Bytes::from_static(b"hello "), Bytes::from_static(b"world")];
+        blobs.put_part(&id, 0, parts).await.unwrap();
         assert_eq!(&blobs.read(&id, 0, 6..11).await.unwrap()[..], b"world");
-        // A part larger than one upload chunk streams through a multipart upload.
-        let big = Bytes::from(vec![7u8; CHUNK + 1000]);
-        let mut w = blobs.begin_part(&id, 1).await.unwrap();
-        w.write(big.slice(..CHUNK / 2)).await.unwrap();
-        w.write(big.slice(CHUNK / 2..)).await.unwrap();
-        w.finish().await.unwrap();
-        assert_eq!(blobs.read(&id, 1, 0..(CHUNK as u64 + 1000)).await.unwrap(), big);
-        // An aborted part leaves nothing readable.
-        let mut w = blobs.begin_part(&id, 2).await.unwrap();
-        w.write(big.clone()).await.unwrap();
-        w.write(big.clone()).await.unwrap();
-        w.abort().await;
-        assert!(blobs.read(&id, 2, 0..1).await.is_err());
-        // The sweeper keeps referenced blobs and removes the others.
+        let big = Bytes::from(vec![7u8; 3 << 20]);
+        blobs
+            .put_part(&id, 1, vec![big.slice(..1 << 20), big.slice(1 << 20..)])
+            .await
+            .unwrap();
+        assert_eq!(blobs.read(&id, 1, 0..(3 << 20)).await.unwrap(), big);
+        // Parts past the count a row records are swept, as are unreferenced blobs.
+        blobs.put_part(&id, 2, vec![big.clone()]).await.unwrap();
         let other = new_blob_id();
-        let mut w = blobs.begin_part(&other, 0).await.unwrap();
-        w.write(Bytes::from_static(b"orphan")).await.unwrap();
-        w.finish().await.unwrap();
-        let keep: HashSet<String> = [id.clone()].into();
+        blobs
+            .put_part(&other, 0, vec![Bytes::from_static(b"orphan")])
+            .await
+            .unwrap();
+        let keep: HashMap<String, usize> = [(id.clone(), 2)].into();
         let future = chrono::Utc::now() + chrono::TimeDelta::days(1);
-        assert_eq!(blobs.sweep(&keep, future).await.unwrap(), 1);
+        assert_eq!(
+            blobs
+                .sweep(&keep, chrono::Utc::now() - chrono::TimeDelta::days(1))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(blobs.sweep(&keep, future).await.unwrap(), 2);
         assert!(blobs.read(&other, 0, 0..1).await.is_err());
+        assert!(blobs.read(&id, 2, 0..1).await.is_err());
+        assert_eq!(&blobs.read(&id, 0, 0..5).await.unwrap()[..], b"hello");
+        blobs.delete_parts(&id, 1..2).await;
+        assert!(blobs.read(&id, 1, 0..1).await.is_err());
         assert_eq!(&blobs.read(&id, 0, 0..5).await.unwrap()[..], b"hello");
         blobs.delete(&id, 2).await;
         assert!(blobs.read(&id, 0, 0..1).await.is_err());
     }
 
+    #[test]
+    fn part_names_parse() {
+        assert_eq!(parse_part("abcd.3"), Some(("abcd", 3)));
+        assert_eq!(parse_part("abcd.3#17"), None);
+        assert_eq!(parse_part("abcd"), None);
+    }
+
     #[tokio::test]
     async fn in_memory_backend() {
-        conformance(Arc::new(object_store::memory::InMemory::new())).await;
+        conformance(BlobStore::new(Arc::new(object_store::memory::InMemory::new()))).await;
     }
 
     #[tokio::test]
     async fn local_filesystem_backend() {
         let dir = std::env::temp_dir().join(format!("sealstore-blobs-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        conformance(Arc::new(
-            object_store::local::LocalFileSystem::new_with_prefix(&dir).unwrap(),
-        ))
-        .await;
+        let store = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&dir).unwrap());
+        let blobs = BlobStore::local(store, dir.clone());
+        conformance(blobs.clone()).await;
+        // Every fan-out directory written under was recorded as durable.
+        let root = blobs.local_root.as_ref().unwrap();
+        assert!(!root.durable_dirs.lock().unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

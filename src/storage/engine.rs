@@ -2,18 +2,19 @@
 //! compose. Blob first, then the metadata row in one transaction: a failed or rejected
 //! write leaves nothing visible, and its blob is deleted (or swept after a crash).
 
-use super::blobs::{BlobStore, PartWriter, new_blob_id};
+use super::blobs::{BlobStore, new_blob_id};
 use super::csek::CustomerKey;
 use super::error::{StorageError, StorageResult};
-use super::hashing::{HashPipeline, Hashes};
+use super::hashing::Hashes;
 use super::keys::{KeyChoice, KeyService, check_key_location};
 use super::meta::{ListQuery, MetaStore};
 use super::model::{
-    Bucket, Envelope, KeyKind, ObjectMeta, ObjectRecord, ObjectRetention, Preconditions, RetentionPolicy,
+    Bucket, Envelope, InlineData, KeyKind, ObjectMeta, ObjectRecord, ObjectRetention, Preconditions, RetentionPolicy,
     WriteProtection,
 };
 use super::names::{check_bucket_name, check_object_name};
 use super::segment::{Dek, ObjectCipher, SEGMENT, TAG, random_prefix, segment_count, segment_plain_len};
+use super::sink::{SegmentSink, Stored};
 use crate::clock::Clock;
 use crate::locations::LocationKind;
 use bytes::Bytes;
@@ -215,91 +216,20 @@ fn prefix_successor(p: &str) -> Option<String> {
     None
 }
 
+/// An inline object's sealed data, for a record that was read without it (listings).
+async fn load_inline(meta: Arc<dyn MetaStore>, bucket: String, name: String, generation: i64) -> StorageResult<Bytes> {
+    let rec = tokio::task::spawn_blocking(move || meta.get_object(&bucket, &name, Some(generation)))
+        .await
+        .map_err(StorageError::internal)??;
+    rec.and_then(|r| r.envelope.inline_data)
+        .map(|d| d.0)
+        .ok_or_else(|| StorageError::NotFound("The object generation no longer exists.".into()))
+}
+
 fn dek_aad(blob_id: &str) -> Vec<u8> {
     let mut v = b"sealstore-dek-v1\0".to_vec();
     v.extend_from_slice(blob_id.as_bytes());
     v
-}
-
-/// Encrypts a plaintext stream into segments and writes them as one blob part.
-pub(super) struct SegmentSink {
-    cipher: Arc<ObjectCipher>,
-    writer: PartWriter,
-    pending: Vec<u8>,
-    next_index: u32,
-    segments: u64,
-    hashes: HashPipeline,
-}
-
-impl SegmentSink {
-    pub(super) fn new(cipher: Arc<ObjectCipher>, writer: PartWriter, first_index: u32, hashes: Hashes) -> Self {
-        Self {
-            cipher,
-            writer,
-            pending: Vec::with_capacity(SEGMENT + TAG),
-            next_index: first_index,
-            segments: 0,
-            hashes: HashPipeline::new(hashes),
-        }
-    }
-
-    /// Full segments are never the last one (the last holds the remainder, possibly
-    /// empty), so each is sealed as soon as it is complete.
-    pub(super) async fn write(&mut self, bytes: Bytes) -> StorageResult<()> {
-        let mut data = &bytes[..];
-        self.hashes
-            .update(bytes.clone())
-            .await
-            .map_err(StorageError::internal)?;
-        while !data.is_empty() {
-            let take = (SEGMENT - self.pending.len()).min(data.len());
-            self.pending.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.pending.len() == SEGMENT {
-                self.flush_segment(false).await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn flush_segment(&mut self, last: bool) -> StorageResult<()> {
-        let mut seg = std::mem::replace(&mut self.pending, Vec::with_capacity(SEGMENT + TAG));
-        self.cipher.seal_segment(self.next_index, last, &mut seg);
-        self.next_index = self
-            .next_index
-            .checked_add(1)
-            .ok_or_else(|| StorageError::PayloadTooLarge {
-                message: "The object is too large.".into(),
-            })?;
-        self.segments += 1;
-        self.writer.write(Bytes::from(seg)).await
-    }
-
-    /// Ends a part in the middle of an object: only whole segments may be pending.
-    pub(super) async fn finish_part(self) -> StorageResult<(u64, Hashes)> {
-        if !self.pending.is_empty() {
-            self.writer.abort().await;
-            return Err(StorageError::internal("a non-final part must hold whole segments"));
-        }
-        self.writer.finish().await?;
-        let hashes = self.hashes.settle().await.map_err(StorageError::internal)?;
-        Ok((self.segments, hashes))
-    }
-
-    /// Ends the object: the remainder becomes the last segment.
-    pub(super) async fn finish_object(mut self) -> StorageResult<(u64, Hashes)> {
-        if let Err(e) = self.flush_segment(true).await {
-            self.writer.abort().await;
-            return Err(e);
-        }
-        self.writer.finish().await?;
-        let hashes = self.hashes.settle().await.map_err(StorageError::internal)?;
-        Ok((self.segments, hashes))
-    }
-
-    pub(super) async fn abort(self) {
-        self.writer.abort().await;
-    }
 }
 
 impl Storage {
@@ -397,6 +327,13 @@ impl Storage {
 
     /// Removes unreferenced blobs older than `older_than` (all of them at start-up,
     /// before any request can be writing one).
+    /// Deletes the blob parts of a generation that is gone (inline data went with its row).
+    pub(super) async fn discard_blob(&self, env: &Envelope) {
+        if !env.inline {
+            self.blobs.delete(&env.blob_id, env.parts.len()).await;
+        }
+    }
+
     pub async fn sweep(&self, older_than: chrono::DateTime<chrono::Utc>) -> StorageResult<usize> {
         let referenced = self.blocking(|m| m.blob_ids()).await?;
         self.blobs.sweep(&referenced, older_than).await
@@ -733,6 +670,8 @@ impl Storage {
             nonce_prefix: prefix.to_vec(),
             parts: vec![],
             sealed_hashes: vec![],
+            inline: false,
+            inline_data: None,
         };
         Ok((envelope, cipher))
     }
@@ -907,19 +846,18 @@ impl Storage {
     ) -> StorageResult<ObjectRecord> {
         let rec = record.clone();
         let keep = bucket.versioning;
-        let parts = record.envelope.parts.len();
         // Checked inside the commit transaction: holds or retention that appeared while
         // the data streamed, and the caller's right to replace what is there.
         let check = replace_check(bucket.clone(), self.clock.now(), may_replace);
         match self.blocking(move |m| m.commit_object(&rec, &pre, keep, check)).await {
             Ok(replaced) => {
                 if let Some(old) = replaced {
-                    self.blobs.delete(&old.envelope.blob_id, old.envelope.parts.len()).await;
+                    self.discard_blob(&old.envelope).await;
                 }
                 Ok(record)
             }
             Err(e) => {
-                self.blobs.delete(&record.envelope.blob_id, parts).await;
+                self.discard_blob(&record.envelope).await;
                 Err(e)
             }
         }
@@ -971,8 +909,14 @@ impl Storage {
         } else {
             self.new_envelope(&bucket, spec.kms_key_name.as_deref(), spec.csek.as_deref())?
         };
-        let writer = self.blobs.begin_part(&envelope.blob_id, 0).await?;
-        let mut sink = SegmentSink::new(cipher.clone(), writer, 0, Hashes::default());
+        let mut sink = SegmentSink::new(
+            cipher.clone(),
+            self.blobs.clone(),
+            envelope.blob_id.clone(),
+            0,
+            0,
+            Hashes::default(),
+        );
         futures::pin_mut!(body);
         while let Some(chunk) = body.next().await {
             match chunk {
@@ -988,10 +932,18 @@ impl Storage {
                 }
             }
         }
-        let (segments, hashes) = sink.finish_object().await?;
+        let (stored, hashes) = sink.finish_object(true).await?;
+        match stored {
+            Stored::Parts(parts) => envelope.parts = parts,
+            Stored::Inline(sealed) => {
+                envelope.parts = vec![1];
+                envelope.inline = true;
+                envelope.inline_data = Some(InlineData(sealed));
+            }
+        }
         let (crc, md5, size) = hashes.finish();
         if let Err(e) = Self::check_expected(&spec, crc, &md5) {
-            self.blobs.delete(&envelope.blob_id, 1).await;
+            self.discard_blob(&envelope).await;
             return Err(e);
         }
         let md5 = if spec.component_count.is_some() {
@@ -999,7 +951,6 @@ impl Storage {
         } else {
             Some(md5)
         };
-        envelope.parts = vec![segments];
         envelope.sealed_hashes = cipher.seal_hashes(crc, md5);
         let record = self.new_record(&spec, &bucket, envelope, size, spec.component_count);
         let record = self
@@ -1040,11 +991,18 @@ impl Storage {
         let env = obj.record.envelope.clone();
         let cipher = obj.cipher.clone();
         let blobs = self.blobs.clone();
+        let meta = self.meta.clone();
+        let (bucket, name, generation) = (
+            obj.record.bucket.clone(),
+            obj.record.name.clone(),
+            obj.record.generation,
+        );
         let count = segment_count(size);
         let first = if end > start { start / SEGMENT as u64 } else { count };
         let last_needed = if end > start { (end - 1) / SEGMENT as u64 } else { 0 };
         futures::stream::try_unfold(first, move |seg| {
-            let (env, cipher, blobs) = (env.clone(), cipher.clone(), blobs.clone());
+            let (env, cipher, blobs, meta) = (env.clone(), cipher.clone(), blobs.clone(), meta.clone());
+            let (bucket, name) = (bucket.clone(), name.clone());
             async move {
                 if seg > last_needed || seg >= count {
                     return Ok(None);
@@ -1067,7 +1025,19 @@ impl Storage {
                 let stride = (SEGMENT + TAG) as u64;
                 let from = (seg - base) * stride;
                 let to = (batch_end - 1 - base) * stride + segment_plain_len(size, batch_end - 1) as u64 + TAG as u64;
-                let data = blobs.read(&env.blob_id, part, from..to).await?;
+                let data = if env.inline {
+                    let sealed = match env.inline_data {
+                        Some(d) => d.0,
+                        None => load_inline(meta, bucket, name, generation).await?,
+                    };
+                    let range = usize::try_from(from).unwrap_or(usize::MAX)..usize::try_from(to).unwrap_or(usize::MAX);
+                    sealed
+                        .get(range.clone())
+                        .map(|_| sealed.slice(range))
+                        .ok_or_else(|| StorageError::internal("short inline data"))?
+                } else {
+                    blobs.read(&env.blob_id, part, from..to).await?
+                };
                 // Decrypt in place and compact the plaintext to the front of the buffer:
                 // no per-segment copies.
                 let mut buf = bytes::BytesMut::from(data);
@@ -1198,7 +1168,7 @@ impl Storage {
             .blocking(move |m| m.delete_object(&b, &n, generation, &p, versioned, check))
             .await?;
         if let Some(r) = removed {
-            self.blobs.delete(&r.envelope.blob_id, r.envelope.parts.len()).await;
+            self.discard_blob(&r.envelope).await;
         }
         Ok(())
     }

@@ -3,9 +3,9 @@
 //! and preconditions are checked inside it, so concurrent writers cannot interleave.
 
 use super::error::{StorageError, StorageResult};
-use super::model::{Bucket, ObjectRecord, Preconditions, UploadSession};
+use super::model::{Bucket, InlineData, ObjectRecord, Preconditions, UploadSession};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 /// One page of a raw object listing, in (name, generation) order.
 #[derive(Debug, Clone, Default)]
@@ -79,8 +79,8 @@ pub trait MetaStore: Send + Sync {
     ) -> StorageResult<Vec<ObjectRecord>>;
     /// Every generation (in every bucket) whose DEK is wrapped by this exact key version.
     fn objects_with_key_version(&self, version: &str) -> StorageResult<Vec<ObjectRecord>>;
-    /// Every blob id referenced by an object or a session.
-    fn blob_ids(&self) -> StorageResult<HashSet<String>>;
+    /// Every blob id referenced by an object or a session, with its number of parts.
+    fn blob_ids(&self) -> StorageResult<HashMap<String, usize>>;
     fn put_rekey_job(&self, job: &super::rekey::RekeyJob) -> StorageResult<()>;
     fn get_rekey_job(&self, name: &str) -> StorageResult<Option<super::rekey::RekeyJob>>;
     fn running_rekey_jobs(&self) -> StorageResult<Vec<super::rekey::RekeyJob>>;
@@ -96,7 +96,7 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, project TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS objects (
     bucket TEXT NOT NULL, name TEXT NOT NULL, generation INTEGER NOT NULL, live INTEGER NOT NULL,
-    blob_id TEXT NOT NULL, key_version TEXT NOT NULL, doc TEXT NOT NULL,
+    blob_id TEXT NOT NULL, key_version TEXT NOT NULL, doc TEXT NOT NULL, data BLOB,
     PRIMARY KEY (bucket, name, generation));
 CREATE INDEX IF NOT EXISTS objects_live ON objects (bucket, live, name);
 CREATE INDEX IF NOT EXISTS objects_key_version ON objects (key_version);
@@ -110,6 +110,7 @@ impl SqliteMetaStore {
     pub fn open(path: &std::path::Path) -> StorageResult<Self> {
         let w = crate::db::open(path)?;
         w.execute_batch(SCHEMA)?;
+        add_data_column(&w)?;
         let writer = crate::db::GroupWriter::start(w, "meta").map_err(StorageError::internal)?;
         let readers = (0..4).map(|_| crate::db::open(path)).collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
@@ -136,15 +137,33 @@ impl From<crate::db::CommitError> for StorageError {
     }
 }
 
+/// Databases created before inline objects existed lack the `data` column.
+fn add_data_column(c: &Connection) -> StorageResult<()> {
+    let has: bool = c
+        .prepare("SELECT 1 FROM pragma_table_info('objects') WHERE name = 'data'")?
+        .exists([])?;
+    if !has {
+        c.execute_batch("ALTER TABLE objects ADD COLUMN data BLOB")?;
+    }
+    Ok(())
+}
+
+/// The live generation's record, without inline data (what write transactions check).
 fn live_of(tx: &Connection, bucket: &str, name: &str) -> StorageResult<Option<ObjectRecord>> {
     let doc: Option<String> = tx
-        .query_row(
-            "SELECT doc FROM objects WHERE bucket = ?1 AND name = ?2 AND live = 1",
-            params![bucket, name],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT doc FROM objects WHERE bucket = ?1 AND name = ?2 AND live = 1")?
+        .query_row(params![bucket, name], |r| r.get(0))
         .optional()?;
     Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
+}
+
+/// A record with its inline data attached, from a `SELECT doc, data` row.
+fn with_data(doc: String, data: Option<Vec<u8>>) -> StorageResult<ObjectRecord> {
+    let mut rec: ObjectRecord = serde_json::from_str(&doc)?;
+    if rec.envelope.inline {
+        rec.envelope.inline_data = data.map(|d| InlineData(bytes::Bytes::from(d)));
+    }
+    Ok(rec)
 }
 
 /// The indexed key column: the KMS version name, or `csek:<sha256>`.
@@ -156,18 +175,25 @@ fn key_column(rec: &ObjectRecord) -> String {
 }
 
 fn insert_object(tx: &Connection, rec: &ObjectRecord, live: bool) -> StorageResult<()> {
-    tx.execute(
-        "INSERT INTO objects (bucket, name, generation, live, blob_id, key_version, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            rec.bucket,
-            rec.name,
-            rec.generation,
-            live,
-            rec.envelope.blob_id,
-            key_column(rec),
-            serde_json::to_string(rec)?
-        ],
-    )?;
+    let data = match (&rec.envelope.inline, &rec.envelope.inline_data) {
+        (false, _) => None,
+        (true, Some(d)) => Some(&d.0[..]),
+        (true, None) => return Err(StorageError::internal("an inline object without its data")),
+    };
+    tx.prepare_cached(
+        "INSERT INTO objects (bucket, name, generation, live, blob_id, key_version, doc, data)
+           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        rec.bucket,
+        rec.name,
+        rec.generation,
+        live,
+        rec.envelope.blob_id,
+        key_column(rec),
+        serde_json::to_string(rec)?,
+        data
+    ])?;
     Ok(())
 }
 
@@ -184,11 +210,8 @@ fn bucket_doc(c: &Connection, name: &str) -> StorageResult<Option<Bucket>> {
 
 fn generation_doc(c: &Connection, bucket: &str, name: &str, generation: i64) -> StorageResult<Option<ObjectRecord>> {
     let doc: Option<String> = c
-        .query_row(
-            "SELECT doc FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
-            params![bucket, name, generation],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT doc FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3")?
+        .query_row(params![bucket, name, generation], |r| r.get(0))
         .optional()?;
     Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
 }
@@ -285,10 +308,14 @@ impl MetaStore for SqliteMetaStore {
 
     fn get_object(&self, bucket: &str, name: &str, generation: Option<i64>) -> StorageResult<Option<ObjectRecord>> {
         let conn = self.read();
-        match generation {
-            None => live_of(&conn, bucket, name),
-            Some(g) => generation_doc(&conn, bucket, name, g),
-        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT doc, data FROM objects WHERE bucket = ?1 AND name = ?2
+               AND (live = 1 AND ?3 IS NULL OR generation = ?3)",
+        )?;
+        let row: Option<(String, Option<Vec<u8>>)> = stmt
+            .query_row(params![bucket, name, generation], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        row.map(|(doc, data)| with_data(doc, data)).transpose()
     }
 
     fn list_objects(&self, q: &ListQuery) -> StorageResult<Vec<ObjectRecord>> {
@@ -515,13 +542,19 @@ impl MetaStore for SqliteMetaStore {
         Ok(out)
     }
 
-    fn blob_ids(&self) -> StorageResult<HashSet<String>> {
+    fn blob_ids(&self) -> StorageResult<HashMap<String, usize>> {
         let conn = self.read();
-        let mut out = HashSet::new();
-        for sql in ["SELECT blob_id FROM objects", "SELECT blob_id FROM upload_sessions"] {
+        let mut out = HashMap::new();
+        for sql in [
+            "SELECT blob_id, json_array_length(doc, '$.envelope.parts') FROM objects",
+            "SELECT blob_id, json_array_length(doc, '$.envelope.parts') FROM upload_sessions",
+        ] {
             let mut stmt = conn.prepare(sql)?;
-            for id in stmt.query_map([], |r| r.get::<_, String>(0))? {
-                out.insert(id?);
+            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))? {
+                let (id, parts) = row?;
+                let parts = usize::try_from(parts.unwrap_or(0)).unwrap_or(0);
+                let n = out.entry(id).or_insert(0);
+                *n = parts.max(*n);
             }
         }
         Ok(out)

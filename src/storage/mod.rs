@@ -14,6 +14,7 @@ pub mod names;
 pub mod rekey;
 pub mod resumable;
 pub mod segment;
+pub mod sink;
 
 pub use csek::CustomerKey;
 pub use engine::{

@@ -95,6 +95,24 @@ pub struct Envelope {
     /// CRC32C ‖ MD5 of the plaintext, sealed under the DEK.
     #[serde(with = "b64")]
     pub sealed_hashes: Vec<u8>,
+    /// The object's one sealed segment is stored in its metadata row, not in the blob
+    /// store (objects up to one segment).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inline: bool,
+    /// That sealed segment, when it was loaded with the row. Never part of the JSON
+    /// document: the row keeps it in its own column.
+    #[serde(skip)]
+    pub inline_data: Option<InlineData>,
+}
+
+/// Sealed bytes of an inline object. `Debug` shows only the length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InlineData(pub bytes::Bytes);
+
+impl std::fmt::Debug for InlineData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InlineData({} bytes)", self.0.len())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

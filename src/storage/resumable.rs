@@ -3,10 +3,11 @@
 //! persisted after every chunk, so an upload survives a server restart.
 
 use super::csek::CustomerKey;
-use super::engine::{ObjectHashes, SegmentSink, Storage, WriteSpec};
+use super::engine::{ObjectHashes, Storage, WriteSpec};
 use super::error::{StorageError, StorageResult};
 use super::hashing::Hashes;
 use super::model::{ObjectRecord, UploadSession};
+use super::sink::{SegmentSink, Stored};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
@@ -205,10 +206,11 @@ impl Storage {
         let hashes = Hashes::from_state(&s.hash_state).ok_or_else(|| StorageError::internal("bad hash state"))?;
         let first_segment: u64 = s.envelope.parts.iter().sum();
         let part_no = s.envelope.parts.len();
-        let writer = self.blobs.begin_part(&s.envelope.blob_id, part_no).await?;
         let mut sink = SegmentSink::new(
             cipher.clone(),
-            writer,
+            self.blobs.clone(),
+            s.envelope.blob_id.clone(),
+            part_no,
             u32::try_from(first_segment).map_err(StorageError::internal)?,
             hashes,
         );
@@ -244,16 +246,19 @@ impl Storage {
             )));
         }
         if !is_final {
-            let (segments, hashes) = sink.finish_part().await?;
-            s.envelope.parts.push(segments);
+            let (parts, hashes) = sink.finish_chunk().await?;
+            s.envelope.parts.extend(parts);
             s.hash_state = hashes.to_state();
             s.persisted = end;
             let sess = s.clone();
             self.blocking(move |m| m.put_session(&sess)).await?;
             return Ok(ChunkOutcome::Incomplete { persisted: s.persisted });
         }
-        let (segments, hashes) = sink.finish_object().await?;
-        s.envelope.parts.push(segments);
+        // A session's earlier chunks are files already, so its data never goes inline.
+        let (Stored::Parts(parts), hashes) = sink.finish_object(false).await? else {
+            return Err(StorageError::internal("a resumable upload produced inline data"));
+        };
+        s.envelope.parts.extend(parts);
         let (crc, md5, size) = hashes.finish();
         let spec = WriteSpec {
             bucket: s.bucket.clone(),
@@ -308,7 +313,7 @@ impl Storage {
     }
 
     async fn cancel_resumable_inner(&self, s: &UploadSession) -> StorageResult<()> {
-        self.blobs.delete(&s.envelope.blob_id, s.envelope.parts.len()).await;
+        self.discard_blob(&s.envelope).await;
         let id = s.id.clone();
         self.blocking(move |m| m.delete_session(&id)).await
     }
