@@ -566,3 +566,36 @@ impl MetaStore for SqliteMetaStore {
             .query_row("SELECT COALESCE(MAX(generation), 0) FROM objects", [], |r| r.get(0))?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written before inline objects existed gains the `data` column, and
+    /// its rows stay readable.
+    #[test]
+    fn old_databases_gain_the_inline_data_column() {
+        let dir = std::env::temp_dir().join(format!("sealstore-meta-migrate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        let c = crate::db::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE objects (bucket TEXT NOT NULL, name TEXT NOT NULL, generation INTEGER NOT NULL,
+               live INTEGER NOT NULL, blob_id TEXT NOT NULL, key_version TEXT NOT NULL, doc TEXT NOT NULL,
+               PRIMARY KEY (bucket, name, generation));",
+        )
+        .unwrap();
+        drop(c);
+        let store = SqliteMetaStore::open(&path).unwrap();
+        assert!(store.get_object("b", "o", None).unwrap().is_none());
+        let has: bool = store
+            .read()
+            .prepare("SELECT 1 FROM pragma_table_info('objects') WHERE name = 'data'")
+            .unwrap()
+            .exists([])
+            .unwrap();
+        assert!(has);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

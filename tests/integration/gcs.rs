@@ -56,6 +56,9 @@ fn plaintext_and_md5_never_reach_disk() {
         .collect();
     let r = put(&s, "plain", "canary.txt", &canary);
     assert_eq!(r.status, 200);
+    // A small object is stored inline in the metadata database: the same holds there.
+    let small_canary = &canary[..4096];
+    assert_eq!(put(&s, "plain", "small-canary.txt", small_canary).status, 200);
     let digest = md5(&canary);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     let needles = [
@@ -67,6 +70,7 @@ fn plaintext_and_md5_never_reach_disk() {
     assert_eq!(get(&s, "plain", "canary.txt").body, canary);
     s.restart();
     assert_eq!(get(&s, "plain", "canary.txt").body, canary);
+    assert_eq!(get(&s, "plain", "small-canary.txt").body, small_canary);
     for (path, bytes) in files_under(&s.dir) {
         for n in &needles {
             assert!(!contains(&bytes, n), "plaintext or its MD5 found in {}", path.display());
@@ -77,6 +81,72 @@ fn plaintext_and_md5_never_reach_disk() {
         let p = path.to_string_lossy();
         assert!(!p.contains("canary") && !p.contains("plain"), "{p}");
     }
+}
+
+/// An object of one segment lives in its metadata row (no blob file); a larger one is
+/// cut into 8 MiB parts, and ranged reads across part boundaries decrypt correctly.
+#[test]
+fn large_objects_span_parts_and_small_ones_stay_inline() {
+    let mut s = Server::start(&[]);
+    make_bucket(&s, "parts");
+    let blobs = s.dir.join("blobs");
+    let small = b"tiny object".to_vec();
+    assert_eq!(put(&s, "parts", "small", &small).status, 200);
+    assert_eq!(files_under(&blobs).len(), 0, "a one-segment object wrote a blob file");
+    let len = (17 << 20) + 5;
+    let big: Vec<u8> = (0..len)
+        .map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let r = put(&s, "parts", "big", &big);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["md5Hash"], STANDARD.encode(md5(&big)));
+    assert_eq!(files_under(&blobs).len(), 3, "17 MiB should be three 8 MiB parts");
+    s.restart();
+    assert_eq!(get(&s, "parts", "big").body, big);
+    assert_eq!(get(&s, "parts", "small").body, small);
+    let part = 8usize << 20;
+    for (lo, hi) in [
+        (part - 10, part + 10),
+        (2 * part - 1, 2 * part),
+        (0, 0),
+        (len - 3, len - 1),
+    ] {
+        let r = raw(
+            &s.url,
+            "GET",
+            "/download/storage/v1/b/parts/o/big?alt=media",
+            &[("range", &format!("bytes={lo}-{hi}"))],
+            b"",
+        );
+        assert_eq!(r.status, 206);
+        assert!(r.body == big[lo..=hi], "range {lo}-{hi}");
+    }
+    let small_range = raw(
+        &s.url,
+        "GET",
+        "/download/storage/v1/b/parts/o/small?alt=media",
+        &[("range", "bytes=5-7")],
+        b"",
+    );
+    assert_eq!(small_range.body, b"obj");
+    // Copying a small object keeps it inline; deleting the big one removes its parts.
+    let c = raw(
+        &s.url,
+        "POST",
+        "/storage/v1/b/parts/o/small/copyTo/b/parts/o/small2",
+        &[],
+        b"",
+    );
+    assert_eq!(c.status, 200, "{}", String::from_utf8_lossy(&c.body));
+    assert_eq!(get(&s, "parts", "small2").body, small);
+    assert_eq!(raw(&s.url, "DELETE", "/storage/v1/b/parts/o/big", &[], b"").status, 204);
+    assert_eq!(files_under(&blobs).len(), 0);
+    assert_eq!(
+        raw(&s.url, "DELETE", "/storage/v1/b/parts/o/small", &[], b"").status,
+        204
+    );
+    assert_eq!(get(&s, "parts", "small").status, 404);
+    assert_eq!(get(&s, "parts", "small2").body, small);
 }
 
 /// Uploads run concurrently while the server is killed with SIGKILL. After a restart,
