@@ -55,6 +55,8 @@ pub trait MetaStore: Send + Sync {
     ) -> StorageResult<Option<ObjectRecord>>;
     /// Replaces an object's metadata if its metageneration is `expected`.
     fn update_object(&self, rec: &ObjectRecord, expected: i64) -> StorageResult<()>;
+    /// Applies many such replacements in one transaction; each succeeds or fails alone.
+    fn update_objects(&self, updates: &[(ObjectRecord, i64)]) -> StorageResult<Vec<StorageResult<()>>>;
     /// Removes the live object (or a generation) if `pre` holds, returning it.
     fn delete_object(
         &self,
@@ -194,6 +196,29 @@ fn insert_object(tx: &Connection, rec: &ObjectRecord, live: bool) -> StorageResu
         serde_json::to_string(rec)?,
         data
     ])?;
+    Ok(())
+}
+
+/// Replaces a generation's document if its metageneration is still `expected`.
+fn update_row(c: &Connection, rec: &ObjectRecord, expected: i64) -> StorageResult<()> {
+    let n = c
+        .prepare_cached(
+            "UPDATE objects SET doc = ?4, key_version = ?6 WHERE bucket = ?1 AND name = ?2 AND generation = ?3
+               AND json_extract(doc, '$.metageneration') = ?5",
+        )?
+        .execute(params![
+            rec.bucket,
+            rec.name,
+            rec.generation,
+            serde_json::to_string(rec)?,
+            expected,
+            key_column(rec)
+        ])?;
+    if n == 0 {
+        return Err(StorageError::PreconditionFailed(
+            "The object's metadata changed concurrently (metageneration); retry the request.".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -391,25 +416,17 @@ impl MetaStore for SqliteMetaStore {
 
     fn update_object(&self, rec: &ObjectRecord, expected: i64) -> StorageResult<()> {
         let rec = rec.clone();
+        self.write(move |c| update_row(c, &rec, expected))
+    }
+
+    fn update_objects(&self, updates: &[(ObjectRecord, i64)]) -> StorageResult<Vec<StorageResult<()>>> {
+        let updates = updates.to_vec();
+        // Each row's own check failing is its result, not the transaction's.
         self.write(move |c| {
-            let n = c.execute(
-                "UPDATE objects SET doc = ?4, key_version = ?6 WHERE bucket = ?1 AND name = ?2 AND generation = ?3
-                   AND json_extract(doc, '$.metageneration') = ?5",
-                params![
-                    rec.bucket,
-                    rec.name,
-                    rec.generation,
-                    serde_json::to_string(&rec)?,
-                    expected,
-                    key_column(&rec)
-                ],
-            )?;
-            if n == 0 {
-                return Err(StorageError::PreconditionFailed(
-                    "The object's metadata changed concurrently (metageneration); retry the request.".into(),
-                ));
-            }
-            Ok(())
+            Ok(updates
+                .iter()
+                .map(|(rec, expected)| update_row(c, rec, *expected))
+                .collect())
         })
     }
 

@@ -89,6 +89,16 @@ pub struct RekeyJob {
 const MAX_FAILURES: usize = 100;
 /// Objects a job works on at once.
 const JOB_CONCURRENCY: usize = 32;
+
+/// What happened to one object of a job.
+enum Outcome {
+    Skipped(&'static str),
+    /// Rewritten to a new generation.
+    Done,
+    /// Re-wrapped: this record replaces the one read, if its metageneration is still
+    /// the given one.
+    Rewrap(Box<ObjectRecord>, i64),
+}
 /// Persist the job's progress at least this often (objects).
 const CHECKPOINT_EVERY: u64 = 200;
 
@@ -262,7 +272,7 @@ impl Storage {
             // Objects are independent: several in flight let the metadata writer commit
             // their updates as one group.
             let (shared_job, shared_bucket) = (Arc::new(job.clone()), Arc::new(bucket.clone()));
-            let outcomes: Vec<(ObjectRecord, StorageResult<Option<&'static str>>)> =
+            let outcomes: Vec<(ObjectRecord, StorageResult<Outcome>)> =
                 // Generations written after the job started (its own rewrites among them)
                 // already use current keys: not part of the job.
                 futures::stream::iter(page.items.iter().filter(|r| r.time_created <= job.create_time).cloned().collect::<Vec<_>>())
@@ -276,14 +286,15 @@ impl Storage {
                     .buffer_unordered(JOB_CONCURRENCY)
                     .collect()
                     .await;
+            let outcomes = self.apply_rewraps(outcomes).await?;
             for (rec, outcome) in &outcomes {
                 job.counters.scanned += 1;
                 match outcome {
-                    Ok(None) => {
+                    Ok(Outcome::Done | Outcome::Rewrap(..)) => {
                         job.counters.rewritten += 1;
                         job.counters.bytes += rec.size;
                     }
-                    Ok(Some(reason)) => {
+                    Ok(Outcome::Skipped(reason)) => {
                         job.counters.skipped += 1;
                         *job.skipped.entry((*reason).to_owned()).or_default() += 1;
                     }
@@ -323,20 +334,52 @@ impl Storage {
         }
     }
 
-    /// Moves one object; `Ok(Some(reason))` if it was skipped.
+    /// Commits the re-wrapped records of a page in one transaction (each still checked
+    /// against its metageneration, so a concurrent metadata change wins), instead of one
+    /// metadata round trip per object.
+    async fn apply_rewraps(
+        &self,
+        mut outcomes: Vec<(ObjectRecord, StorageResult<Outcome>)>,
+    ) -> StorageResult<Vec<(ObjectRecord, StorageResult<Outcome>)>> {
+        let updates: Vec<(ObjectRecord, i64)> = outcomes
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Ok(Outcome::Rewrap(updated, expected)) => Some(((**updated).clone(), *expected)),
+                _ => None,
+            })
+            .collect();
+        if updates.is_empty() {
+            return Ok(outcomes);
+        }
+        let mut results = self.blocking(move |m| m.update_objects(&updates)).await?.into_iter();
+        for (_, outcome) in outcomes.iter_mut() {
+            if matches!(outcome, Ok(Outcome::Rewrap(..))) {
+                let r = results
+                    .next()
+                    .unwrap_or_else(|| Err(StorageError::internal("a re-wrap was not applied")));
+                if let Err(e) = r {
+                    *outcome = Err(e);
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Moves one object, or says why it was skipped. A re-wrap comes back as the
+    /// updated record, for `apply_rewraps`.
     async fn rekey_one(
         &self,
         job: &RekeyJob,
         bucket: &super::model::Bucket,
         rec: &ObjectRecord,
-    ) -> StorageResult<Option<&'static str>> {
+    ) -> StorageResult<Outcome> {
         // With `from`, only its objects are candidates (CSEK objects never are); without
         // it, every object not already under `to` is, and CSEK objects are skipped.
         if job.from.is_some() && !self.selected(&job.from, rec)? {
-            return Ok(Some("notSelected"));
+            return Ok(Outcome::Skipped("notSelected"));
         }
         if rec.envelope.kind == KeyKind::Csek {
-            return Ok(Some("csek"));
+            return Ok(Outcome::Skipped("csek"));
         }
         let target = self.target_version(&job.to)?;
         let already = match &target {
@@ -344,7 +387,7 @@ impl Storage {
             Some(v) => rec.envelope.kind == KeyKind::Cmek && rec.envelope.key_version == *v,
         };
         if already {
-            return Ok(Some("alreadyTarget"));
+            return Ok(Outcome::Skipped("alreadyTarget"));
         }
         let to_key = match &job.to {
             RekeyTo::KmsKeyName(k) => Some(k.as_str()),
@@ -353,12 +396,17 @@ impl Storage {
         let opened = self.open(rec.clone(), None)?;
         // A rewrite makes a new live generation, so a noncurrent generation is re-wrapped
         // in place instead (its data keeps its DEK; the DEK moves to the new key).
-        let (b, n) = (rec.bucket.clone(), rec.name.clone());
-        let live = self.blocking(move |m| m.get_object(&b, &n, None)).await?;
-        let mode = if live.is_some_and(|l| l.generation == rec.generation) {
-            job.mode
-        } else {
-            RekeyMode::Rewrap
+        let mode = match job.mode {
+            RekeyMode::Rewrap => RekeyMode::Rewrap,
+            RekeyMode::Rewrite => {
+                let (b, n) = (rec.bucket.clone(), rec.name.clone());
+                let live = self.blocking(move |m| m.get_object(&b, &n, None)).await?;
+                if live.is_some_and(|l| l.generation == rec.generation) {
+                    RekeyMode::Rewrite
+                } else {
+                    RekeyMode::Rewrap
+                }
+            }
         };
         match mode {
             RekeyMode::Rewrap => {
@@ -369,9 +417,7 @@ impl Storage {
                 // restoring the old wrapped key.
                 updated.metageneration += 1;
                 updated.updated = self.now();
-                let expected = rec.metageneration;
-                // The metageneration check makes a concurrent metadata change win.
-                self.blocking(move |m| m.update_object(&updated, expected)).await?;
+                return Ok(Outcome::Rewrap(Box::new(updated), rec.metageneration));
             }
             RekeyMode::Rewrite => {
                 let spec = WriteSpec {
@@ -403,6 +449,6 @@ impl Storage {
                 self.write(spec, body).await?;
             }
         }
-        Ok(None)
+        Ok(Outcome::Done)
     }
 }
