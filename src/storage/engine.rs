@@ -174,6 +174,8 @@ pub struct ListSpec {
     pub start_offset: Option<String>,
     pub end_offset: Option<String>,
     pub include_trailing_delimiter: bool,
+    /// Only names matching this glob (before delimiter collapsing).
+    pub match_glob: Option<super::glob::Glob>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -1103,6 +1105,10 @@ impl Storage {
                 if page.items.len() + page.prefixes.len() == max {
                     page.next_page_token = Some(encode_token(&cursor));
                     return Ok(page);
+                }
+                if spec.match_glob.as_ref().is_some_and(|g| !g.matches(&rec.name)) {
+                    cursor = Cursor::After(rec.name.clone(), rec.generation);
+                    continue;
                 }
                 if let Some(d) = &delim {
                     let rest = &rec.name[spec.prefix.len()..];

@@ -5,6 +5,7 @@ pub mod blobs;
 pub mod csek;
 pub mod engine;
 pub mod error;
+pub mod glob;
 pub mod guard;
 pub mod hashing;
 pub mod keys;

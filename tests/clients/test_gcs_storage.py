@@ -1146,6 +1146,34 @@ def test_list_start_and_end_offset(gcs_client):
     assert got == ["d/other/5.txt", "d/sub/3.txt", "d/sub/4.txt"]
 
 
+def test_list_match_glob(gcs_client, server):
+    bucket = make_bucket(gcs_client)
+    _populate(bucket)
+
+    def names(**kw):
+        return [b.name for b in gcs_client.list_blobs(bucket, **kw)]
+
+    assert names(match_glob="*.txt") == ["a.txt"]  # * stays within one segment
+    assert names(match_glob="**.txt") == LIST_NAMES
+    assert names(match_glob="d/**/*.txt") == ["d/1.txt", "d/2.txt", "d/other/5.txt", "d/sub/3.txt", "d/sub/4.txt"]
+    assert names(match_glob="d/sub/[3-4].txt") == ["d/sub/3.txt", "d/sub/4.txt"]
+    assert names(match_glob="d/?.txt") == ["d/1.txt", "d/2.txt"]
+    assert names(match_glob="{a,e/*}.txt") == ["a.txt", "e/6.txt"]
+    assert names(match_glob="d/[!1]*") == ["d/2.txt"]
+    # Combined with prefix, delimiter and paging: only matching names count.
+    assert names(match_glob="**/[35].txt", prefix="d/") == ["d/other/5.txt", "d/sub/3.txt"]
+    it = gcs_client.list_blobs(bucket, match_glob="**/4.txt", delimiter="/", prefix="d/")
+    assert [b.name for b in it] == []
+    assert it.prefixes == {"d/sub/"}
+    assert names(match_glob="**.txt", page_size=2) == LIST_NAMES
+    # A malformed glob is a 400 in the GCS error format.
+    resp = requests.get(
+        f"{server.url}/storage/v1/b/{bucket.name}/o", params={"matchGlob": "[abc"}, timeout=HTTP_TIMEOUT
+    )
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["errors"][0]["reason"] == "invalid"
+
+
 def test_list_versions(gcs_client):
     bucket = make_versioned_bucket(gcs_client)
     g1 = upload(bucket, "v.txt", b"1").generation

@@ -3,6 +3,7 @@
 use super::buckets::merge_map;
 use super::error::{GcsError, GcsResult};
 use super::{Ctx, json_body, render};
+use crate::storage::glob::Glob;
 use crate::storage::model::{KeyKind, ObjectMeta, ObjectRecord, Preconditions};
 use crate::storage::{ListSpec, ObjectHashes, StorageError, WriteSpec};
 use axum::Json;
@@ -159,13 +160,6 @@ pub async fn get(ctx: &Ctx, bucket: &str, name: &str) -> GcsResult<Response> {
 }
 
 pub async fn list(ctx: &Ctx, bucket: &str) -> GcsResult<Response> {
-    if ctx.query.get("matchGlob").is_some_and(|g| !g.is_empty()) {
-        return Err(GcsError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "notImplemented",
-            "matchGlob is not supported by sealstore.",
-        ));
-    }
     if ctx.flag("softDeleted")? || ctx.flag("includeFoldersAsPrefixes")? {
         return Err(GcsError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -186,6 +180,12 @@ pub async fn list(ctx: &Ctx, bucket: &str) -> GcsResult<Response> {
             .map(str::to_owned),
         end_offset: ctx.query.get("endOffset").filter(|s| !s.is_empty()).map(str::to_owned),
         include_trailing_delimiter: ctx.flag("includeTrailingDelimiter")?,
+        match_glob: ctx
+            .query
+            .get("matchGlob")
+            .filter(|g| !g.is_empty())
+            .map(Glob::parse)
+            .transpose()?,
     };
     let page = ctx.app.storage.list_objects(bucket, spec).await?;
     let bucket_rec = ctx.app.storage.get_bucket(bucket).await.ok();
