@@ -159,6 +159,7 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
         token_auth: cfg.token_auth,
         tokens,
         audit,
+        rewrite_tokens: Arc::new(crate::api::gcs::rewrite_token::RewriteTokens::new(&root)),
     })
 }
 

@@ -31,6 +31,8 @@ pub struct AppState {
     pub token_auth: bool,
     pub tokens: Arc<crate::iam::tokens::TokenStore>,
     pub audit: Arc<crate::audit::AuditLog>,
+    /// Authenticates the tokens of multi-call rewrites.
+    pub rewrite_tokens: Arc<gcs::rewrite_token::RewriteTokens>,
 }
 
 pub fn router(state: AppState) -> Router {

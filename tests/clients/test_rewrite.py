@@ -3,6 +3,7 @@ re-encrypt, progress spans several calls and survives a restart, refusals."""
 
 import base64
 import hashlib
+import json
 import os
 
 import pytest
@@ -124,6 +125,15 @@ def test_rewrite_token_is_bound(server, gcs_client):
     assert r.status_code == 400, r.text
     r = requests.post(base + f"t?maxBytesRewrittenPerCall={2 * MiB}&rewriteToken={token}")
     assert r.status_code == 400, r.text
+    # The token is authenticated: a client cannot re-point it (another session, another
+    # source generation) without the server's key.
+    body_b64, tag = token.split(".")
+    body = json.loads(base64.urlsafe_b64decode(body_b64 + "=" * (-len(body_b64) % 4)))
+    body["source_generation"] += 1
+    forged_body = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+    r = requests.post(base + f"t?maxBytesRewrittenPerCall={MiB}&rewriteToken={forged_body}.{tag}")
+    assert r.status_code == 400, r.text
+    assert "rewriteToken" in r.json()["error"]["message"]
     # The source changes mid-rewrite → 412.
     bucket.blob("s").upload_from_string(b"changed")
     r = requests.post(base + f"t?maxBytesRewrittenPerCall={MiB}&rewriteToken={token}")

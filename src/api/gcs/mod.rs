@@ -7,6 +7,7 @@ pub mod error;
 mod media;
 mod objects;
 pub mod render;
+pub mod rewrite_token;
 
 use crate::api::AppState;
 use crate::api::query::{Query, percent_decode};

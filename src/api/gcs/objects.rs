@@ -412,7 +412,6 @@ pub async fn rewrite(
     dst: &str,
     body: Body,
 ) -> GcsResult<Response> {
-    use base64::Engine;
     let body = json_body(body).await?;
     let source_key = ctx.csek("x-goog-copy-source-encryption")?;
     let dest_key_name = super::media::key_param(ctx, "destinationKmsKeyName")?;
@@ -429,10 +428,9 @@ pub async fn rewrite(
     let token: Option<RewriteToken> = match ctx.query.get("rewriteToken").filter(|t| !t.is_empty()) {
         None => None,
         Some(t) => Some(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(t)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
+            ctx.app
+                .rewrite_tokens
+                .open(t)
                 .ok_or_else(|| GcsError::invalid("Invalid rewriteToken."))?,
         ),
     };
@@ -529,8 +527,7 @@ pub async fn rewrite(
                 source_generation: opened.record.generation,
                 binding,
             };
-            let t = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(serde_json::to_vec(&t).map_err(StorageError::internal)?);
+            let t = ctx.app.rewrite_tokens.seal(&t).map_err(StorageError::internal)?;
             Ok(rewrite_response(ctx, persisted, size, None, Some(t)))
         }
     }
