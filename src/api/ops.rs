@@ -339,16 +339,35 @@ async fn rekey(app: &AppState, principal: &str, method: &Method, path: &str, bod
                 _ => return not_found(m.clone(), path.parse().unwrap_or_default()).await,
             };
             let name = format!("projects/{project}/rekeyJobs/{id}");
-            let job = match app.storage.get_rekey_job(&name).await {
-                Ok(j) => j,
-                Err(e) => return gcs(e),
+            let verb = if cancel {
+                "POST rekeyJobs:cancel"
+            } else {
+                "GET rekeyJobs"
             };
-            if !allowed(&job.bucket, project) {
-                return RpcError::new(
+            let denied = || {
+                app.audit(principal, verb, &name, "storage.objects.update", "DENIED");
+                RpcError::new(
                     Code::PermissionDenied,
                     format!("Permission 'storage.objects.update' denied on '{name}'."),
                 )
-                .into_response();
+                .into_response()
+            };
+            let job = match app.storage.get_rekey_job(&name).await {
+                Ok(j) => j,
+                // Someone who could not see the job if it existed gets the same denial
+                // whether or not it does: a 404 would tell them it does not.
+                Err(crate::storage::StorageError::NotFound(_))
+                    if !app.allowed(principal, "storage.objects.update", &[format!("projects/{project}")]) =>
+                {
+                    return denied();
+                }
+                Err(e) => return gcs(e),
+            };
+            if !allowed(&job.bucket, project) {
+                return denied();
+            }
+            if cancel {
+                app.audit(principal, verb, &name, "storage.objects.update", "OK");
             }
             if !cancel {
                 return Json(job_json(&job)).into_response();

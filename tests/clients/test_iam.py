@@ -908,6 +908,39 @@ def test_project_policy_over_the_ops_api(iam, owner):
     assert sorted(map(json.dumps, resp.json()["bindings"])) == sorted(map(json.dumps, written["bindings"]))
 
 
+def test_rekey_job_reads_are_checked_audited_and_do_not_reveal_existence(iam, owner):
+    url = f"{iam.url}/sealstore/v1/projects/{PROJECT}/rekeyJobs"
+    bucket = owner.gcs.create_bucket(unique_bucket_name("rk-iam"))
+    bucket.blob("a").upload_from_string(b"a")
+    resp = requests.post(
+        url,
+        json={"bucket": bucket.name, "to": {"googleManaged": True}, "mode": "rewrap"},
+        headers=bearer(owner.token),
+        timeout=HTTP_TIMEOUT,
+    )
+    assert resp.status_code in (200, 201), resp.text
+    name = resp.json()["name"]
+    assert requests.get(f"{iam.url}/sealstore/v1/{name}", headers=bearer(owner.token), timeout=HTTP_TIMEOUT).ok
+    missing = f"projects/{PROJECT}/rekeyJobs/no-such-job"
+    resp = requests.get(f"{iam.url}/sealstore/v1/{missing}", headers=bearer(owner.token), timeout=HTTP_TIMEOUT)
+    assert resp.status_code == 404, resp.text
+
+    # Someone without the permission gets the same 403 for a job that exists and one
+    # that does not, for reads and for cancels; every denial is audited.
+    mallory = iam.caller("user:mallory@example.com")
+    statuses = []
+    for job, verb in ((name, ""), (missing, ""), (name, ":cancel"), (missing, ":cancel")):
+        method = requests.post if verb else requests.get
+        resp = method(f"{iam.url}/sealstore/v1/{job}{verb}", headers=bearer(mallory.token), timeout=HTTP_TIMEOUT)
+        statuses.append(resp.status_code)
+        assert "storage.objects.update" in resp.text, resp.text
+    assert statuses == [403, 403, 403, 403]
+    records = read_audit(iam.data_dir)
+    denied = find_records(records, outcome="DENIED", principal=mallory.member, permission="storage.objects.update")
+    assert {r["resource"] for r in denied} == {name, missing}, denied
+    assert {r["method"] for r in denied} == {"GET rekeyJobs", "POST rekeyJobs:cancel"}, denied
+
+
 # ======================================================================================
 # 5. testIamPermissions returns exactly what the caller holds
 # ======================================================================================
