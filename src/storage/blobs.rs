@@ -17,6 +17,35 @@ pub struct BlobStore {
     /// The directory behind a `LocalFileSystem` store: written parts are fsynced there.
     /// `None` for stores with nothing to sync (in memory).
     local_root: Option<Arc<LocalRoot>>,
+    activity: Arc<Mutex<Activity>>,
+}
+
+/// Which blobs are being written (and so must not be swept, whatever their files' age)
+/// and which the sweeper is deleting from (and so must not be written meanwhile).
+#[derive(Default)]
+struct Activity {
+    writing: HashMap<String, usize>,
+    sweeping: HashSet<String>,
+}
+
+/// Held while a blob is being written: from before its first part until the row or
+/// session that references the parts has committed (or the write was given up), and by
+/// every background part write. The sweeper leaves the blob's files alone meanwhile.
+pub struct BlobLease {
+    activity: Arc<Mutex<Activity>>,
+    blob_id: String,
+}
+
+impl Drop for BlobLease {
+    fn drop(&mut self) {
+        let mut a = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = a.writing.get_mut(&self.blob_id) {
+            *n -= 1;
+            if *n == 0 {
+                a.writing.remove(&self.blob_id);
+            }
+        }
+    }
 }
 
 struct LocalRoot {
@@ -53,6 +82,7 @@ impl BlobStore {
         Self {
             store,
             local_root: None,
+            activity: Arc::default(),
         }
     }
 
@@ -64,7 +94,50 @@ impl BlobStore {
                 path: root,
                 durable_dirs: Mutex::new(HashSet::new()),
             })),
+            activity: Arc::default(),
         }
+    }
+
+    /// Takes a lease on a blob for writing. With `exclusive`, first waits until no
+    /// other lease on it is held: a resumable session's next chunk must not start while
+    /// background writes of an abandoned earlier attempt (a dropped request) could
+    /// still land on the part paths it is about to write. Also waits while the sweeper
+    /// is deleting from the blob.
+    pub async fn lease(&self, blob_id: &str, exclusive: bool) -> Arc<BlobLease> {
+        loop {
+            {
+                let mut a = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+                let busy = exclusive && a.writing.contains_key(blob_id);
+                if !busy && !a.sweeping.contains(blob_id) {
+                    *a.writing.entry(blob_id.to_owned()).or_insert(0) += 1;
+                    return Arc::new(BlobLease {
+                        activity: self.activity.clone(),
+                        blob_id: blob_id.to_owned(),
+                    });
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    fn writing_now(&self) -> HashSet<String> {
+        let a = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        a.writing.keys().cloned().collect()
+    }
+
+    /// Marks a blob as being swept unless someone is writing it.
+    fn begin_sweeping(&self, blob_id: &str) -> bool {
+        let mut a = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        if a.writing.contains_key(blob_id) {
+            return false;
+        }
+        a.sweeping.insert(blob_id.to_owned());
+        true
+    }
+
+    fn end_sweeping(&self, blob_id: &str) {
+        let mut a = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        a.sweeping.remove(blob_id);
     }
 
     /// Writes one part in a single `put` and makes it durable: after this returns, the
@@ -104,30 +177,44 @@ impl BlobStore {
 
     /// Removes files last written before `older_than` that no metadata row or session
     /// references (crash leftovers): parts of unreferenced blobs, parts past the count
-    /// their row records (`referenced` maps blob id → parts), and stray files. Returns
-    /// how many files were removed.
-    pub async fn sweep(
-        &self,
-        referenced: &HashMap<String, usize>,
-        older_than: chrono::DateTime<chrono::Utc>,
-    ) -> StorageResult<usize> {
+    /// their row records, and stray files. `referenced` (blob id → parts) is read after
+    /// the listing and after noting which blobs are being written, so a write that
+    /// commits meanwhile is either seen as referenced or skipped as in progress; each
+    /// file is re-checked just before its deletion, with writers of its blob held off.
+    /// Returns how many files were removed.
+    pub async fn sweep<F, Fut>(&self, older_than: chrono::DateTime<chrono::Utc>, referenced: F) -> StorageResult<usize>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = StorageResult<HashMap<String, usize>>>,
+    {
         let mut listing = self.store.list(None);
-        let mut orphans = vec![];
+        let mut old = vec![];
         while let Some(meta) = listing.next().await {
             let meta = meta?;
-            let keep = meta
-                .location
-                .filename()
-                .and_then(parse_part)
-                .is_some_and(|(id, part)| referenced.get(id).is_some_and(|&n| part < n));
-            if !keep && meta.last_modified < older_than {
-                orphans.push(meta.location);
+            if meta.last_modified < older_than {
+                old.push(meta);
             }
         }
-        for p in &orphans {
-            let _ = self.store.delete(p).await;
+        let writing = self.writing_now();
+        let referenced = referenced().await?;
+        let mut removed = 0;
+        for meta in old {
+            let part = meta.location.filename().and_then(parse_part);
+            let id = part.map_or("", |(id, _)| id).to_owned();
+            let keep = part.is_some_and(|(id, n)| referenced.get(id).is_some_and(|&count| n < count));
+            if keep || writing.contains(&id) || !self.begin_sweeping(&id) {
+                continue;
+            }
+            // Unchanged since the listing: not rewritten by a write that came and went.
+            let unchanged = self.store.head(&meta.location).await.is_ok_and(|now| {
+                now.last_modified == meta.last_modified && now.e_tag == meta.e_tag && now.size == meta.size
+            });
+            if unchanged && self.store.delete(&meta.location).await.is_ok() {
+                removed += 1;
+            }
+            self.end_sweeping(&id);
         }
-        Ok(orphans.len())
+        Ok(removed)
     }
 }
 
@@ -186,15 +273,16 @@ mod tests {
             .await
             .unwrap();
         let keep: HashMap<String, usize> = [(id.clone(), 2)].into();
+        let referenced = || async { Ok(keep.clone()) };
         let future = chrono::Utc::now() + chrono::TimeDelta::days(1);
-        assert_eq!(
-            blobs
-                .sweep(&keep, chrono::Utc::now() - chrono::TimeDelta::days(1))
-                .await
-                .unwrap(),
-            0
-        );
-        assert_eq!(blobs.sweep(&keep, future).await.unwrap(), 2);
+        let past = chrono::Utc::now() - chrono::TimeDelta::days(1);
+        assert_eq!(blobs.sweep(past, referenced).await.unwrap(), 0, "young files stay");
+        // A blob being written is left alone however old its files are.
+        let lease = blobs.lease(&other, false).await;
+        assert_eq!(blobs.sweep(future, referenced).await.unwrap(), 1);
+        assert_eq!(&blobs.read(&other, 0, 0..6).await.unwrap()[..], b"orphan");
+        drop(lease);
+        assert_eq!(blobs.sweep(future, referenced).await.unwrap(), 1);
         assert!(blobs.read(&other, 0, 0..1).await.is_err());
         assert!(blobs.read(&id, 2, 0..1).await.is_err());
         assert_eq!(&blobs.read(&id, 0, 0..5).await.unwrap()[..], b"hello");
@@ -210,6 +298,39 @@ mod tests {
         assert_eq!(parse_part("abcd.3"), Some(("abcd", 3)));
         assert_eq!(parse_part("abcd.3#17"), None);
         assert_eq!(parse_part("abcd"), None);
+    }
+
+    /// An exclusive lease waits for the others (background writes of a dropped request);
+    /// the sweeper keeps writers of a blob off while it deletes from it.
+    #[tokio::test]
+    async fn exclusive_leases_wait_for_earlier_writers() {
+        let blobs = BlobStore::new(Arc::new(object_store::memory::InMemory::new()));
+        let stale = blobs.lease("b1", false).await;
+        let waiting = tokio::spawn({
+            let blobs = blobs.clone();
+            async move { blobs.lease("b1", true).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "an exclusive lease did not wait");
+        assert!(!blobs.begin_sweeping("b1"), "the sweeper took a blob being written");
+        drop(stale);
+        let lease = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the exclusive lease never came")
+            .unwrap();
+        drop(lease);
+        assert!(blobs.begin_sweeping("b1"));
+        let writer = tokio::spawn({
+            let blobs = blobs.clone();
+            async move { blobs.lease("b1", false).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!writer.is_finished(), "a writer started while the sweeper deleted");
+        blobs.end_sweeping("b1");
+        tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+            .await
+            .expect("the writer never started")
+            .unwrap();
     }
 
     #[tokio::test]

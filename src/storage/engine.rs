@@ -33,6 +33,8 @@ pub const STORAGE_CLASSES: &[&str] = &[
     "DURABLE_REDUCED_AVAILABILITY",
 ];
 pub const MAX_COMPOSE_SOURCES: usize = 32;
+/// Names a `matchGlob` listing may skip before it ends the page with a token.
+const MAX_FILTERED_PER_PAGE: usize = 10_000;
 /// Segments fetched per blob read while streaming a download (about 4 MiB).
 const READ_BATCH: u64 = 64;
 
@@ -175,7 +177,7 @@ pub struct ListSpec {
     pub end_offset: Option<String>,
     pub include_trailing_delimiter: bool,
     /// Only names matching this glob (before delimiter collapsing).
-    pub match_glob: Option<super::glob::Glob>,
+    pub match_glob: Option<Arc<super::glob::Glob>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -327,8 +329,6 @@ impl Storage {
             .map_err(StorageError::internal)?
     }
 
-    /// Removes unreferenced blobs older than `older_than` (all of them at start-up,
-    /// before any request can be writing one).
     /// Deletes the blob parts of a generation that is gone (inline data went with its row).
     pub(super) async fn discard_blob(&self, env: &Envelope) {
         if !env.inline {
@@ -336,9 +336,10 @@ impl Storage {
         }
     }
 
+    /// Removes unreferenced blob files older than `older_than` (all of them at start-up,
+    /// before any request can be writing one). Blobs being written are left alone.
     pub async fn sweep(&self, older_than: chrono::DateTime<chrono::Utc>) -> StorageResult<usize> {
-        let referenced = self.blocking(|m| m.blob_ids()).await?;
-        self.blobs.sweep(&referenced, older_than).await
+        self.blobs.sweep(older_than, || self.blocking(|m| m.blob_ids())).await
     }
 
     // ---- buckets -------------------------------------------------------------------
@@ -911,9 +912,13 @@ impl Storage {
         } else {
             self.new_envelope(&bucket, spec.kms_key_name.as_deref(), spec.csek.as_deref())?
         };
+        // Held until the row is committed (or the write given up): the sweeper must not
+        // take the parts of an upload in progress, however long it runs.
+        let lease = self.blobs.lease(&envelope.blob_id, false).await;
         let mut sink = SegmentSink::new(
             cipher.clone(),
             self.blobs.clone(),
+            lease.clone(),
             envelope.blob_id.clone(),
             0,
             0,
@@ -958,6 +963,7 @@ impl Storage {
         let record = self
             .commit(&bucket, record, spec.preconditions, spec.may_replace)
             .await?;
+        drop(lease);
         Ok((record, ObjectHashes { crc32c: crc, md5 }))
     }
 
@@ -1011,14 +1017,15 @@ impl Storage {
                 }
                 // Locate the part holding `seg`, and read a batch within it.
                 let mut base = 0u64;
-                let mut part = 0usize;
+                let mut part = None;
                 for (i, n) in env.parts.iter().enumerate() {
                     if seg < base + n {
-                        part = i;
+                        part = Some(i);
                         break;
                     }
                     base += n;
                 }
+                let part = part.ok_or_else(|| StorageError::internal("blob parts do not cover the object"))?;
                 let part_end = base + env.parts.get(part).copied().unwrap_or(0);
                 let batch_end = (seg + READ_BATCH).min(last_needed + 1).min(part_end);
                 if batch_end <= seg {
@@ -1082,6 +1089,7 @@ impl Storage {
         let floor = spec.prefix.clone().max(spec.start_offset.clone().unwrap_or_default());
         let mut page = ListPage::default();
         let delim = spec.delimiter.clone().filter(|d| !d.is_empty());
+        let mut filtered_out = 0usize;
         loop {
             let (start, after) = match &cursor {
                 Cursor::At(s) => (s.clone().max(floor.clone()), None),
@@ -1095,10 +1103,23 @@ impl Storage {
                 versions: spec.versions,
                 limit: (max + 1) * 2,
             };
-            let batch = self.blocking(move |m| m.list_objects(&q)).await?;
+            // Glob matching runs with the query, off the async workers.
+            let glob = spec.match_glob.clone();
+            let batch = self
+                .blocking(move |m| {
+                    let recs = m.list_objects(&q)?;
+                    Ok(recs
+                        .into_iter()
+                        .map(|r| {
+                            let wanted = glob.as_ref().is_none_or(|g| g.matches(&r.name));
+                            (r, wanted)
+                        })
+                        .collect::<Vec<_>>())
+                })
+                .await?;
             let exhausted = batch.len() < (max + 1) * 2;
             let mut jumped = false;
-            for rec in batch {
+            for (rec, wanted) in batch {
                 if !rec.name.starts_with(&spec.prefix) {
                     return Ok(page);
                 }
@@ -1106,8 +1127,16 @@ impl Storage {
                     page.next_page_token = Some(encode_token(&cursor));
                     return Ok(page);
                 }
-                if spec.match_glob.as_ref().is_some_and(|g| !g.matches(&rec.name)) {
+                if !wanted {
                     cursor = Cursor::After(rec.name.clone(), rec.generation);
+                    // A glob matching little must not turn one request into a scan of
+                    // the whole bucket: past a bound, the page ends (perhaps empty)
+                    // with a token to go on from, as GCS does.
+                    filtered_out += 1;
+                    if filtered_out >= MAX_FILTERED_PER_PAGE {
+                        page.next_page_token = Some(encode_token(&cursor));
+                        return Ok(page);
+                    }
                     continue;
                 }
                 if let Some(d) = &delim {

@@ -6,10 +6,11 @@
 
 use super::error::{StorageError, StorageResult};
 
-/// Longest pattern accepted, and most brace alternatives it may expand to: matching cost
-/// is bounded by both.
+/// Longest pattern accepted, most brace alternatives it may expand to, and most tokens
+/// over all alternatives: matching one name costs at most `MAX_TOKENS` × its length.
 const MAX_PATTERN: usize = 1024;
 const MAX_ALTERNATIVES: usize = 256;
+const MAX_TOKENS: usize = 2048;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
@@ -45,16 +46,45 @@ impl Glob {
         }
         let chars: Vec<char> = pattern.chars().collect();
         let mut alternatives = vec![];
+        let mut total = 0;
         for expanded in expand_braces(pattern, &chars)? {
-            alternatives.push(tokenize(pattern, &expanded)?);
+            let tokens = tokenize(pattern, &expanded)?;
+            total += tokens.len();
+            if total > MAX_TOKENS {
+                return Err(invalid(pattern, "the pattern is too complex"));
+            }
+            alternatives.push(tokens);
         }
         Ok(Self { alternatives })
     }
 
     pub fn matches(&self, name: &str) -> bool {
         let name: Vec<char> = name.chars().collect();
-        self.alternatives.iter().any(|tokens| match_tokens(tokens, &name))
+        let mut buffers = (vec![], vec![]);
+        self.alternatives
+            .iter()
+            .any(|tokens| match_tokens(tokens, &name, &mut buffers))
     }
+}
+
+/// The index of the `]` closing a class that opens at `open`, with the rules `tokenize`
+/// applies: a `]` right after `[` (or `[!`, `[^`) is a member, and `\` escapes.
+fn class_end(chars: &[char], open: usize) -> Option<usize> {
+    let mut i = open + 1;
+    if matches!(chars.get(i), Some('!' | '^')) {
+        i += 1;
+    }
+    if chars.get(i) == Some(&']') {
+        i += 1;
+    }
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => i += 2,
+            ']' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 /// Expands `{a,b}` groups (nested ones too) into plain patterns, keeping escapes intact.
@@ -64,20 +94,19 @@ fn expand_braces(pattern: &str, chars: &[char]) -> StorageResult<Vec<Vec<char>>>
     let mut open = None;
     let mut depth = 0usize;
     let mut commas = vec![];
-    let mut in_class = false;
     while i < chars.len() {
         match chars[i] {
             '\\' => i += 1,
-            '[' if !in_class => in_class = true,
-            ']' if in_class => in_class = false,
-            '{' if !in_class => {
+            // A class is skipped whole: braces and commas inside it are members.
+            '[' => i = class_end(chars, i).ok_or_else(|| invalid(pattern, "unclosed '['"))?,
+            '{' => {
                 if depth == 0 {
                     open = Some(i);
                 }
                 depth += 1;
             }
-            ',' if !in_class && depth == 1 => commas.push(i),
-            '}' if !in_class && depth > 0 => {
+            ',' if depth == 1 => commas.push(i),
+            '}' if depth > 0 => {
                 depth -= 1;
                 if depth == 0 {
                     let start = open.unwrap_or(0);
@@ -129,42 +158,44 @@ fn tokenize(pattern: &str, chars: &[char]) -> StorageResult<Vec<Token>> {
                     i += 1;
                     out.push(Token::AnyDirs);
                 } else {
-                    out.push(Token::AnyRun);
+                    push_run(&mut out, Token::AnyRun);
                 }
             }
-            '*' => out.push(Token::Star),
+            '*' => push_run(&mut out, Token::Star),
             '[' => {
-                let negated = matches!(chars.get(i), Some('!' | '^'));
+                let end = class_end(chars, i - 1).ok_or_else(|| invalid(pattern, "unclosed '['"))?;
+                let mut body = &chars[i..end];
+                i = end + 1;
+                let negated = matches!(body.first(), Some('!' | '^'));
                 if negated {
-                    i += 1;
+                    body = &body[1..];
+                }
+                // Members, unescaped, then ranges over them.
+                let mut members = vec![];
+                let mut j = 0;
+                while j < body.len() {
+                    let escaped = body[j] == '\\' && j + 1 < body.len();
+                    if escaped {
+                        j += 1;
+                    }
+                    members.push((body[j], escaped));
+                    j += 1;
                 }
                 let mut ranges = vec![];
-                let mut first = true;
-                loop {
-                    let Some(&lo) = chars.get(i) else {
-                        return Err(invalid(pattern, "unclosed '['"));
-                    };
-                    i += 1;
-                    if lo == ']' && !first {
-                        break;
-                    }
-                    first = false;
-                    let lo = if lo == '\\' {
-                        let e = *chars.get(i).ok_or_else(|| invalid(pattern, "unclosed '['"))?;
-                        i += 1;
-                        e
-                    } else {
-                        lo
-                    };
-                    if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|&h| h != ']') {
-                        let hi = chars[i + 1];
-                        i += 2;
+                let mut k = 0;
+                while k < members.len() {
+                    let lo = members[k].0;
+                    let dash = members.get(k + 1).is_some_and(|&(c, esc)| c == '-' && !esc);
+                    if dash && k + 2 < members.len() {
+                        let hi = members[k + 2].0;
                         if hi < lo {
                             return Err(invalid(pattern, "a character range is reversed"));
                         }
                         ranges.push((lo, hi));
+                        k += 3;
                     } else {
                         ranges.push((lo, lo));
+                        k += 1;
                     }
                 }
                 out.push(Token::Class { negated, ranges });
@@ -175,15 +206,27 @@ fn tokenize(pattern: &str, chars: &[char]) -> StorageResult<Vec<Token>> {
     Ok(out)
 }
 
+/// Adjacent wildcards collapse into one (`***` is `**`): same language, fewer steps.
+fn push_run(out: &mut Vec<Token>, t: Token) {
+    match out.last_mut() {
+        Some(last @ Token::Star) => *last = if t == Token::AnyRun { Token::AnyRun } else { Token::Star },
+        Some(Token::AnyRun) => {}
+        _ => out.push(t),
+    }
+}
+
 /// Dynamic programming over (token, position): `reach[j]` says whether the tokens so
 /// far can consume exactly `name[..j]`. Linear in tokens × name length (times the
 /// name length for `**/`), with no backtracking blow-up.
-fn match_tokens(tokens: &[Token], name: &[char]) -> bool {
+fn match_tokens(tokens: &[Token], name: &[char], buffers: &mut (Vec<bool>, Vec<bool>)) -> bool {
     let n = name.len();
-    let mut reach = vec![false; n + 1];
+    let (reach, next) = buffers;
+    reach.clear();
+    reach.resize(n + 1, false);
     reach[0] = true;
     for t in tokens {
-        let mut next = vec![false; n + 1];
+        next.clear();
+        next.resize(n + 1, false);
         match t {
             Token::Literal(c) => {
                 for j in 0..n {
@@ -223,7 +266,7 @@ fn match_tokens(tokens: &[Token], name: &[char]) -> bool {
                 }
             }
         }
-        reach = next;
+        std::mem::swap(reach, next);
         if !reach.iter().any(|&r| r) {
             return false;
         }
@@ -265,6 +308,21 @@ mod tests {
         assert!(m("", ""));
         assert!(!m("", "a"));
         assert!(m("日本*", "日本語"));
+        // Classes: a leading ']' is a member, braces inside are members, escapes work
+        // in ranges, and wildcard runs collapse.
+        assert!(m("{[],]x,y}", "]x"));
+        assert!(m("{[],]x,y}", ",x"));
+        assert!(m("{[],]x,y}", "y"));
+        assert!(m("[]{]", "{"));
+        assert!(m("[\\]-a]", "_"));
+        assert!(m("[\\]-a]", "]"));
+        assert!(
+            Glob::parse("[a-\\]]").is_err(),
+            "a reversed range, ']' sorting before 'a'"
+        );
+        assert!(m("[\\-]", "-"));
+        assert!(m("a***b", "a/x/b"));
+        assert!(!m("a**b*", "a/x/b/"));
     }
 
     #[test]
@@ -274,6 +332,8 @@ mod tests {
         }
         assert!(Glob::parse(&"{a,b}".repeat(9)).is_err(), "512 alternatives");
         assert!(Glob::parse(&"a".repeat(2000)).is_err());
+        // 256 alternatives of 9 tokens: over the token budget.
+        assert!(Glob::parse(&format!("abcdefghi{}", "{,}".repeat(8))).is_err());
     }
 
     #[test]

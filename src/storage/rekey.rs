@@ -351,7 +351,18 @@ impl Storage {
         if updates.is_empty() {
             return Ok(outcomes);
         }
-        let mut results = self.blocking(move |m| m.update_objects(&updates)).await?.into_iter();
+        // A failure of the whole transaction fails each of its re-wraps, not the job.
+        let mut results = match self.blocking(move |m| m.update_objects(&updates)).await {
+            Ok(r) => r.into_iter(),
+            Err(e) => {
+                for (_, outcome) in outcomes.iter_mut() {
+                    if matches!(outcome, Ok(Outcome::Rewrap(..))) {
+                        *outcome = Err(StorageError::Internal(e.to_string()));
+                    }
+                }
+                return Ok(outcomes);
+            }
+        };
         for (_, outcome) in outcomes.iter_mut() {
             if matches!(outcome, Ok(Outcome::Rewrap(..))) {
                 let r = results

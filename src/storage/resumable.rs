@@ -206,9 +206,14 @@ impl Storage {
         let hashes = Hashes::from_state(&s.hash_state).ok_or_else(|| StorageError::internal("bad hash state"))?;
         let first_segment: u64 = s.envelope.parts.iter().sum();
         let part_no = s.envelope.parts.len();
+        // Exclusive: background part writes of an earlier attempt at this chunk (its
+        // request dropped) must have ended before this one writes the same part paths.
+        // Held until the session row (or the object) has committed.
+        let lease = self.blobs.lease(&s.envelope.blob_id, true).await;
         let mut sink = SegmentSink::new(
             cipher.clone(),
             self.blobs.clone(),
+            lease.clone(),
             s.envelope.blob_id.clone(),
             part_no,
             u32::try_from(first_segment).map_err(StorageError::internal)?,

@@ -7,7 +7,7 @@
 //! is returned sealed, to be stored inline in its metadata row (committed, and made
 //! durable, by the same transaction; no file create, rename or fsync per small object).
 
-use super::blobs::BlobStore;
+use super::blobs::{BlobLease, BlobStore};
 use super::error::{StorageError, StorageResult};
 use super::hashing::{HashPipeline, Hashes};
 use super::segment::{ObjectCipher, SEGMENT, TAG};
@@ -34,6 +34,9 @@ pub struct SegmentSink {
     cipher: Arc<ObjectCipher>,
     blobs: BlobStore,
     blob_id: String,
+    /// Keeps the sweeper off the blob; every background part write holds it too, so it
+    /// lasts until the last of them ends even if this sink is dropped mid-upload.
+    lease: Arc<BlobLease>,
     /// Part number of the first part this sink writes (resumable chunks append parts).
     first_part: usize,
     /// Segment counts of the parts handed to the blob store so far.
@@ -50,6 +53,7 @@ impl SegmentSink {
     pub fn new(
         cipher: Arc<ObjectCipher>,
         blobs: BlobStore,
+        lease: Arc<BlobLease>,
         blob_id: String,
         first_part: usize,
         first_index: u32,
@@ -58,6 +62,7 @@ impl SegmentSink {
         Self {
             cipher,
             blobs,
+            lease,
             blob_id,
             first_part,
             parts: vec![],
@@ -118,9 +123,12 @@ impl SegmentSink {
         let segments = std::mem::take(&mut self.current);
         let part = self.first_part + self.parts.len();
         self.parts.push(segments.len() as u64);
-        let (blobs, id) = (self.blobs.clone(), self.blob_id.clone());
-        self.in_flight
-            .push_back(tokio::spawn(async move { blobs.put_part(&id, part, segments).await }));
+        let (blobs, id, lease) = (self.blobs.clone(), self.blob_id.clone(), self.lease.clone());
+        self.in_flight.push_back(tokio::spawn(async move {
+            let written = blobs.put_part(&id, part, segments).await;
+            drop(lease);
+            written
+        }));
         Ok(())
     }
 
@@ -144,7 +152,7 @@ impl SegmentSink {
             return Err(StorageError::internal("a non-final chunk must hold whole segments"));
         }
         self.finish_parts().await?;
-        let hashes = self.hashes.settle().await.map_err(StorageError::internal)?;
+        let hashes = self.settle().await?;
         Ok((self.parts, hashes))
     }
 
@@ -156,13 +164,25 @@ impl SegmentSink {
             return Err(e);
         }
         if allow_inline && self.parts.is_empty() && self.current.len() == 1 {
-            let hashes = self.hashes.settle().await.map_err(StorageError::internal)?;
+            let hashes = self.settle().await?;
             let segment = self.current.pop().unwrap_or_default();
             return Ok((Stored::Inline(segment), hashes));
         }
         self.finish_parts().await?;
-        let hashes = self.hashes.settle().await.map_err(StorageError::internal)?;
+        let hashes = self.settle().await?;
         Ok((Stored::Parts(self.parts), hashes))
+    }
+
+    /// The final hashes; if the hash worker failed, the parts written are removed.
+    async fn settle(&mut self) -> StorageResult<Hashes> {
+        let hashes = std::mem::replace(&mut self.hashes, HashPipeline::new(Hashes::default()));
+        match hashes.settle().await {
+            Ok(h) => Ok(h),
+            Err(e) => {
+                self.remove_written().await;
+                Err(StorageError::internal(e))
+            }
+        }
     }
 
     async fn finish_parts(&mut self) -> StorageResult<()> {

@@ -185,7 +185,8 @@ pub async fn list(ctx: &Ctx, bucket: &str) -> GcsResult<Response> {
             .get("matchGlob")
             .filter(|g| !g.is_empty())
             .map(Glob::parse)
-            .transpose()?,
+            .transpose()?
+            .map(std::sync::Arc::new),
     };
     let page = ctx.app.storage.list_objects(bucket, spec).await?;
     let bucket_rec = ctx.app.storage.get_bucket(bucket).await.ok();
