@@ -54,7 +54,13 @@ fn blob_store(spec: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<
 fn local_store(path: std::path::PathBuf) -> anyhow::Result<BlobStore> {
     std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
     // The blob directory's own entry must be durable before any blob in it is.
-    for dir in [Some(path.as_path()), path.parent()].into_iter().flatten() {
+    for dir in [
+        Some(path.as_path()),
+        path.parent().filter(|p| !p.as_os_str().is_empty()),
+    ]
+    .into_iter()
+    .flatten()
+    {
         std::fs::File::open(dir)?.sync_all()?;
     }
     let mut removed = 0;
