@@ -71,6 +71,7 @@ fn bench_http() -> f64 {
         root_key_env: None,
         allow_public_dev: false,
         blob_store: Some("memory://".into()),
+        inline_max_bytes: 65536,
         auto_grant_service_agent: true,
         kms_ops_per_minute: None,
         token_auth: false,

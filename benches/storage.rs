@@ -29,6 +29,11 @@ impl Server {
                     .map(|b| vec!["--blob-store".to_owned(), b])
                     .unwrap_or_default(),
             )
+            .args(
+                std::env::var("BENCH_INLINE_MAX_BYTES")
+                    .map(|b| vec!["--inline-max-bytes".to_owned(), b])
+                    .unwrap_or_default(),
+            )
             .env("RUST_LOG", "warn,sealstore=info")
             .stderr(Stdio::piped())
             .spawn()

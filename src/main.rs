@@ -165,6 +165,12 @@ struct ServeArgs {
     /// Also print audit records (JSON lines) on stdout; they always go to DATA_DIR/audit.log.
     #[arg(long)]
     audit_stdout: bool,
+    /// Objects smaller than this many bytes keep their sealed data in their metadata row
+    /// instead of a blob file (at most 65536, one segment; 0 sends every object to the
+    /// blob store).
+    #[arg(long, env = "SEALSTORE_INLINE_MAX_BYTES", default_value_t = 65536,
+          value_parser = clap::value_parser!(u32).range(0..=65536))]
+    inline_max_bytes: u32,
     /// Per-project limit on KMS encrypt/decrypt requests per minute (unset: no limit).
     #[arg(long, env = "SEALSTORE_KMS_OPS_PER_MINUTE")]
     kms_ops_per_minute: Option<u32>,
@@ -197,6 +203,7 @@ fn main() -> anyhow::Result<()> {
             let cfg = sealstore::server::ServeConfig {
                 allow_public_dev: args.insecure_dev_on_public_address,
                 blob_store: args.blob_store,
+                inline_max_bytes: args.inline_max_bytes as usize,
                 auto_grant_service_agent: args
                     .auto_grant_service_agent
                     .unwrap_or(matches!(args.auth, AuthMode::Dev)),

@@ -29,6 +29,8 @@ pub struct ServeConfig {
     pub allow_public_dev: bool,
     /// `file://PATH` or `memory://`; default `file://DATA_DIR/blobs`.
     pub blob_store: Option<String>,
+    /// Objects smaller than this are stored inline in their metadata row (≤ 65536).
+    pub inline_max_bytes: usize,
     /// Grant each new key's project storage agent use of the key (dev default).
     pub auto_grant_service_agent: bool,
     /// KMS encrypt/decrypt requests allowed per project per minute (`None`: unlimited).
@@ -153,7 +155,9 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
     )?);
     let meta = Arc::new(crate::storage::meta::SqliteMetaStore::open(&db_path)?);
     let blobs = blob_store(cfg.blob_store.as_deref(), &cfg.data_dir)?;
-    let storage = Arc::new(crate::storage::Storage::new(meta.clone(), blobs, keys, clock.clone())?);
+    let storage = Arc::new(
+        crate::storage::Storage::new(meta.clone(), blobs, keys, clock.clone())?.with_inline_max(cfg.inline_max_bytes),
+    );
     kms.set_destroy_guard(Arc::new(crate::storage::guard::RetentionGuard::new(
         meta,
         clock.clone(),

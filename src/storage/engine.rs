@@ -39,6 +39,8 @@ const MAX_FILTERED_PER_PAGE: usize = 10_000;
 const READ_BATCH: u64 = 64;
 
 pub struct Storage {
+    /// Objects smaller than this many bytes are stored inline.
+    inline_max: usize,
     pub(super) meta: Arc<dyn MetaStore>,
     pub(super) blobs: BlobStore,
     pub(super) keys: Arc<dyn KeyService>,
@@ -253,7 +255,15 @@ impl Storage {
             active_sessions: Default::default(),
             bucket_cache: Default::default(),
             rekey_cancel: Default::default(),
+            inline_max: SEGMENT,
         })
+    }
+
+    /// Objects smaller than `bytes` (at most one segment, 65536) are stored inline in
+    /// their metadata row; 0 sends every object to the blob store.
+    pub fn with_inline_max(mut self, bytes: usize) -> Self {
+        self.inline_max = bytes.min(SEGMENT);
+        self
     }
 
     /// The metadata store (for the destruction guard, which runs outside requests).
@@ -939,7 +949,7 @@ impl Storage {
                 }
             }
         }
-        let (stored, hashes) = sink.finish_object(true).await?;
+        let (stored, hashes) = sink.finish_object(self.inline_max).await?;
         match stored {
             Stored::Parts(parts) => envelope.parts = parts,
             Stored::Inline(sealed) => {

@@ -260,7 +260,7 @@ impl Storage {
             return Ok(ChunkOutcome::Incomplete { persisted: s.persisted });
         }
         // A session's earlier chunks are files already, so its data never goes inline.
-        let (Stored::Parts(parts), hashes) = sink.finish_object(false).await? else {
+        let (Stored::Parts(parts), hashes) = sink.finish_object(0).await? else {
             return Err(StorageError::internal("a resumable upload produced inline data"));
         };
         s.envelope.parts.extend(parts);

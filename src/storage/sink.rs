@@ -156,14 +156,15 @@ impl SegmentSink {
         Ok((self.parts, hashes))
     }
 
-    /// Ends the object: the remainder becomes the last segment. With `allow_inline`, an
-    /// object of one segment comes back sealed instead of being written.
-    pub async fn finish_object(mut self, allow_inline: bool) -> StorageResult<(Stored, Hashes)> {
+    /// Ends the object: the remainder becomes the last segment. An object of one segment
+    /// with fewer than `inline_below` bytes comes back sealed instead of being written.
+    pub async fn finish_object(mut self, inline_below: usize) -> StorageResult<(Stored, Hashes)> {
+        let last_len = self.pending.len();
         if let Err(e) = self.seal_pending(true).await {
             self.abort().await;
             return Err(e);
         }
-        if allow_inline && self.parts.is_empty() && self.current.len() == 1 {
+        if self.parts.is_empty() && self.current.len() == 1 && last_len < inline_below {
             let hashes = self.settle().await?;
             let segment = self.current.pop().unwrap_or_default();
             return Ok((Stored::Inline(segment), hashes));

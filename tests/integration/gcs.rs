@@ -149,6 +149,28 @@ fn large_objects_span_parts_and_small_ones_stay_inline() {
     assert_eq!(get(&s, "parts", "small2").body, small);
 }
 
+/// `--inline-max-bytes` moves the line between inline and blob-file objects; 0 sends
+/// every object through the blob store.
+#[test]
+fn inline_threshold_is_configurable() {
+    let s = Server::start(&["--inline-max-bytes", "100"]);
+    make_bucket(&s, "thr");
+    let blobs = s.dir.join("blobs");
+    assert_eq!(put(&s, "thr", "99", &[1u8; 99]).status, 200);
+    assert_eq!(files_under(&blobs).len(), 0);
+    assert_eq!(put(&s, "thr", "100", &[2u8; 100]).status, 200);
+    assert_eq!(files_under(&blobs).len(), 1);
+    assert_eq!(get(&s, "thr", "99").body, vec![1u8; 99]);
+    assert_eq!(get(&s, "thr", "100").body, vec![2u8; 100]);
+    let s = Server::start(&["--inline-max-bytes", "0"]);
+    make_bucket(&s, "none");
+    assert_eq!(put(&s, "none", "empty", b"").status, 200);
+    assert_eq!(put(&s, "none", "tiny", b"x").status, 200);
+    assert_eq!(files_under(&s.dir.join("blobs")).len(), 2);
+    assert_eq!(get(&s, "none", "tiny").body, b"x");
+    assert_eq!(get(&s, "none", "empty").body, b"");
+}
+
 /// Uploads run concurrently while the server is killed with SIGKILL. After a restart,
 /// every acknowledged object reads back byte-exact with its hashes, no half-written
 /// object is visible, and the sweeper removes orphaned blobs.
