@@ -55,6 +55,9 @@ struct LocalRoot {
     durable_dirs: Mutex<HashSet<std::path::PathBuf>>,
 }
 
+/// How long a writer waits for earlier writes (or a sweep) on the same blob to end.
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub fn new_blob_id() -> String {
     use aws_lc_rs::rand::{SecureRandom, SystemRandom};
     let mut b = [0u8; 16];
@@ -103,18 +106,24 @@ impl BlobStore {
     /// background writes of an abandoned earlier attempt (a dropped request) could
     /// still land on the part paths it is about to write. Also waits while the sweeper
     /// is deleting from the blob.
-    pub async fn lease(&self, blob_id: &str, exclusive: bool) -> Arc<BlobLease> {
+    pub async fn lease(&self, blob_id: &str, exclusive: bool) -> StorageResult<Arc<BlobLease>> {
+        let deadline = tokio::time::Instant::now() + LEASE_WAIT;
         loop {
             {
                 let mut a = self.activity.lock().unwrap_or_else(|e| e.into_inner());
                 let busy = exclusive && a.writing.contains_key(blob_id);
                 if !busy && !a.sweeping.contains(blob_id) {
                     *a.writing.entry(blob_id.to_owned()).or_insert(0) += 1;
-                    return Arc::new(BlobLease {
+                    return Ok(Arc::new(BlobLease {
                         activity: self.activity.clone(),
                         blob_id: blob_id.to_owned(),
-                    });
+                    }));
                 }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StorageError::Conflict(
+                    "Writes of an earlier request to this upload are still in progress; retry later.".into(),
+                ));
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
@@ -278,7 +287,7 @@ mod tests {
         let past = chrono::Utc::now() - chrono::TimeDelta::days(1);
         assert_eq!(blobs.sweep(past, referenced).await.unwrap(), 0, "young files stay");
         // A blob being written is left alone however old its files are.
-        let lease = blobs.lease(&other, false).await;
+        let lease = blobs.lease(&other, false).await.unwrap();
         assert_eq!(blobs.sweep(future, referenced).await.unwrap(), 1);
         assert_eq!(&blobs.read(&other, 0, 0..6).await.unwrap()[..], b"orphan");
         drop(lease);
@@ -305,10 +314,10 @@ mod tests {
     #[tokio::test]
     async fn exclusive_leases_wait_for_earlier_writers() {
         let blobs = BlobStore::new(Arc::new(object_store::memory::InMemory::new()));
-        let stale = blobs.lease("b1", false).await;
+        let stale = blobs.lease("b1", false).await.unwrap();
         let waiting = tokio::spawn({
             let blobs = blobs.clone();
-            async move { blobs.lease("b1", true).await }
+            async move { blobs.lease("b1", true).await.unwrap() }
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "an exclusive lease did not wait");
@@ -322,7 +331,7 @@ mod tests {
         assert!(blobs.begin_sweeping("b1"));
         let writer = tokio::spawn({
             let blobs = blobs.clone();
-            async move { blobs.lease("b1", false).await }
+            async move { blobs.lease("b1", false).await.unwrap() }
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!writer.is_finished(), "a writer started while the sweeper deleted");

@@ -924,7 +924,7 @@ impl Storage {
         };
         // Held until the row is committed (or the write given up): the sweeper must not
         // take the parts of an upload in progress, however long it runs.
-        let lease = self.blobs.lease(&envelope.blob_id, false).await;
+        let lease = self.blobs.lease(&envelope.blob_id, false).await?;
         let mut sink = SegmentSink::new(
             cipher.clone(),
             self.blobs.clone(),

@@ -209,7 +209,7 @@ impl Storage {
         // Exclusive: background part writes of an earlier attempt at this chunk (its
         // request dropped) must have ended before this one writes the same part paths.
         // Held until the session row (or the object) has committed.
-        let lease = self.blobs.lease(&s.envelope.blob_id, true).await;
+        let lease = self.blobs.lease(&s.envelope.blob_id, true).await?;
         let mut sink = SegmentSink::new(
             cipher.clone(),
             self.blobs.clone(),
