@@ -4,6 +4,7 @@
 pub const KMS_PERMISSIONS: &[&str] = &[
     "cloudkms.locations.get",
     "cloudkms.locations.list",
+    "cloudkms.locations.generateRandomBytes",
     "cloudkms.keyRings.create",
     "cloudkms.keyRings.get",
     "cloudkms.keyRings.list",
@@ -41,6 +42,9 @@ const KEY_USE: &[&str] = &[
     "cloudkms.cryptoKeyVersions.useToVerify",
 ];
 
+/// Drawing from the KMS randomness source: an operation, like key use, not administration.
+const RANDOM_BYTES: &str = "cloudkms.locations.generateRandomBytes";
+
 fn is_read(p: &str) -> bool {
     p.ends_with(".get") || p.ends_with(".list") || p.ends_with(".getIamPolicy")
 }
@@ -71,7 +75,7 @@ pub fn grants(role: &str, permission: &str) -> bool {
         "roles/owner" => true,
         "roles/editor" => !permission.ends_with(".setIamPolicy"),
         "roles/viewer" => is_read(permission),
-        "roles/cloudkms.admin" => kms && !KEY_USE.contains(&permission),
+        "roles/cloudkms.admin" => kms && !KEY_USE.contains(&permission) && permission != RANDOM_BYTES,
         "roles/cloudkms.importer" => matches!(
             permission,
             "cloudkms.importJobs.create"
@@ -96,7 +100,9 @@ pub fn grants(role: &str, permission: &str) -> bool {
         "roles/cloudkms.signer" => permission == "cloudkms.cryptoKeyVersions.useToSign",
         "roles/cloudkms.publicKeyViewer" => permission == "cloudkms.cryptoKeyVersions.viewPublicKey",
         "roles/cloudkms.cryptoOperator" => {
-            KEY_USE.contains(&permission) || permission == "cloudkms.cryptoKeyVersions.viewPublicKey"
+            KEY_USE.contains(&permission)
+                || permission == "cloudkms.cryptoKeyVersions.viewPublicKey"
+                || permission == RANDOM_BYTES
         }
         "roles/cloudkms.viewer" => kms && (permission.ends_with(".get") || permission.ends_with(".list")),
         _ => false,

@@ -986,6 +986,33 @@ impl Kms {
         }
     }
 
+    /// `lengthBytes` (8 to 1024) random bytes from the system CSPRNG, for
+    /// `locations.generateRandomBytes`. Cloud KMS serves these only at the HSM level; here
+    /// the HSM level is software-backed like every other (see the README).
+    pub fn generate_random_bytes(
+        &self,
+        _location: &LocationName,
+        length: i64,
+        level: ProtectionLevel,
+    ) -> KmsResult<Zeroizing<Vec<u8>>> {
+        use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+        if level != ProtectionLevel::HSM {
+            return Err(KmsError::InvalidArgument(
+                "Only the HSM protection level is supported for generateRandomBytes.".into(),
+            ));
+        }
+        let Ok(len @ 8..=1024) = usize::try_from(length) else {
+            return Err(KmsError::InvalidArgument(
+                "length_bytes must be between 8 and 1024.".into(),
+            ));
+        };
+        let mut out = Zeroizing::new(vec![0u8; len]);
+        SystemRandom::new()
+            .fill(&mut out)
+            .map_err(|_| KmsError::Internal("the system random source failed".into()))?;
+        Ok(out)
+    }
+
     /// Encrypts with the key's primary version, or with `version` if given.
     pub fn encrypt(
         &self,

@@ -642,6 +642,23 @@ def test_mac_sign_and_verify(kms_client):
 # ======================================================================================
 
 
+def test_generate_random_bytes(kms_client):
+    request = {"location": LOCATION_NAME, "length_bytes": 256, "protection_level": ProtectionLevel.HSM}
+    first = kms_client.generate_random_bytes(request=request)
+    second = kms_client.generate_random_bytes(request=request)
+    assert len(first.data) == 256 and len(second.data) == 256
+    assert first.data != second.data
+    assert first.data_crc32c == crc32c(first.data)
+    assert len(set(first.data)) > 100  # 256 random bytes take many distinct values
+    for bad in (
+        {**request, "length_bytes": 7},
+        {**request, "length_bytes": 1025},
+        {**request, "protection_level": ProtectionLevel.SOFTWARE},
+    ):
+        with pytest.raises(gexc.BadRequest, match="length_bytes|HSM"):
+            kms_client.generate_random_bytes(request=bad)
+
+
 def test_restart_keeps_everything(server, new_kms_client):
     client = new_kms_client()
     ring = create_key_ring(client)

@@ -54,6 +54,7 @@ pub fn requirements(req: &Request) -> Vec<(&'static str, Vec<String>)> {
         (_, Some("getIamPolicy")) => vec![(leak(format!("cloudkms.{iam_kind}.getIamPolicy")), chain)],
         (_, Some("setIamPolicy")) => vec![(leak(format!("cloudkms.{iam_kind}.setIamPolicy")), chain)],
         (Target::Locations(_), _) => one("cloudkms.locations.list"),
+        (Target::Location(_), Some("generateRandomBytes")) => one("cloudkms.locations.generateRandomBytes"),
         (Target::Location(_), _) => one("cloudkms.locations.get"),
         (Target::KeyRings(_), _) if m == Method::POST => one("cloudkms.keyRings.create"),
         (Target::KeyRings(_), _) => one("cloudkms.keyRings.list"),

@@ -33,6 +33,7 @@ pub fn dispatch(app: &AppState, req: Request) -> Result<Value> {
         (_, Some("getIamPolicy" | "setIamPolicy" | "testIamPermissions")) => iam(app, &req),
         (Target::Locations(p), None) if m == Method::GET => list_locations(p),
         (Target::Location(l), None) if m == Method::GET => Ok(location(&l.project, l.location.as_str())),
+        (Target::Location(l), Some("generateRandomBytes")) if m == Method::POST => generate_random_bytes(app, &req, l),
         (Target::KeyRings(parent), None) if m == Method::GET => {
             let page = app.kms.list_key_rings(parent, &list_options(&req)?)?;
             Ok(page_json(
@@ -271,6 +272,21 @@ fn update_crypto_key(app: &AppState, req: &Request, name: &crate::kms::names::Cr
         }
     }
     Ok(render::crypto_key(&app.kms.update_crypto_key(name, patch)?, req.enc))
+}
+
+fn generate_random_bytes(app: &AppState, req: &Request, location: &crate::kms::names::LocationName) -> Result<Value> {
+    let body = parse_body(&req.body)?;
+    let o = Obj::new(&body);
+    let length = o.i64("lengthBytes")?.unwrap_or(0);
+    let level = o
+        .enumeration(
+            "protectionLevel",
+            ProtectionLevel::from_name,
+            ProtectionLevel::from_number,
+        )?
+        .unwrap_or(ProtectionLevel::SOFTWARE);
+    let data = app.kms.generate_random_bytes(location, length, level)?;
+    Ok(json!({"data": b64(&data), "dataCrc32c": crc(&data)}))
 }
 
 fn encrypt(
