@@ -69,8 +69,15 @@ impl Hashes {
 /// while encryption and I/O proceed on the other core.
 const OFFLOAD_AFTER: u64 = 1 << 20;
 
+/// Bytes queued for the MD5 worker at most. Deep enough that the worker (the slowest
+/// stage) keeps hashing through the encrypting side's pauses (a blob part's write and
+/// fsync), small enough to bound memory per upload.
+const MD5_QUEUE_BYTES: usize = 8 << 20;
+
 struct Md5Worker {
-    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    tx: tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
+    /// One permit per queued byte: the queue is bounded in bytes, not chunks.
+    room: std::sync::Arc<tokio::sync::Semaphore>,
     done: tokio::sync::oneshot::Receiver<md5::Md5>,
 }
 
@@ -98,22 +105,34 @@ impl HashPipeline {
         self.inline.len += data.len() as u64;
         if self.worker.is_none() && self.inline.len > OFFLOAD_AFTER {
             let md5 = std::mem::replace(&mut self.inline.md5, md5::Md5::new());
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
+            let room = std::sync::Arc::new(tokio::sync::Semaphore::new(MD5_QUEUE_BYTES));
             let (done_tx, done) = tokio::sync::oneshot::channel();
+            let worker_room = room.clone();
             let spawned = std::thread::Builder::new().name("md5".into()).spawn(move || {
                 let mut md5 = md5;
                 while let Some(b) = rx.blocking_recv() {
                     md5.update(&b);
+                    worker_room.add_permits(b.len().min(MD5_QUEUE_BYTES));
                 }
                 let _ = done_tx.send(md5);
             });
             if spawned.is_err() {
                 return Err(HashWorkerGone);
             }
-            self.worker = Some(Md5Worker { tx, done });
+            self.worker = Some(Md5Worker { tx, room, done });
         }
         match &self.worker {
-            Some(w) => w.tx.send(data).await.map_err(|_| HashWorkerGone),
+            Some(w) => {
+                // A chunk larger than the whole queue waits for an empty queue.
+                let need = u32::try_from(data.len().min(MD5_QUEUE_BYTES)).map_err(|_| HashWorkerGone)?;
+                w.room
+                    .acquire_many(need)
+                    .await
+                    .map_err(|_| HashWorkerGone)?
+                    .forget();
+                w.tx.send(data).map_err(|_| HashWorkerGone)
+            }
             None => {
                 self.inline.md5.update(&data);
                 Ok(())
