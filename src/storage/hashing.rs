@@ -126,11 +126,7 @@ impl HashPipeline {
             Some(w) => {
                 // A chunk larger than the whole queue waits for an empty queue.
                 let need = u32::try_from(data.len().min(MD5_QUEUE_BYTES)).map_err(|_| HashWorkerGone)?;
-                w.room
-                    .acquire_many(need)
-                    .await
-                    .map_err(|_| HashWorkerGone)?
-                    .forget();
+                w.room.acquire_many(need).await.map_err(|_| HashWorkerGone)?.forget();
                 w.tx.send(data).map_err(|_| HashWorkerGone)
             }
             None => {
