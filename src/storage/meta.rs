@@ -56,7 +56,7 @@ pub trait MetaStore: Send + Sync {
     /// Replaces an object's metadata if its metageneration is `expected`.
     fn update_object(&self, rec: &ObjectRecord, expected: i64) -> StorageResult<()>;
     /// Applies many such replacements in one transaction; each succeeds or fails alone.
-    fn update_objects(&self, updates: &[(ObjectRecord, i64)]) -> StorageResult<Vec<StorageResult<()>>>;
+    fn update_objects(&self, updates: Vec<(ObjectRecord, i64)>) -> StorageResult<Vec<StorageResult<()>>>;
     /// Removes the live object (or a generation) if `pre` holds, returning it.
     fn delete_object(
         &self,
@@ -419,8 +419,7 @@ impl MetaStore for SqliteMetaStore {
         self.write(move |c| update_row(c, &rec, expected))
     }
 
-    fn update_objects(&self, updates: &[(ObjectRecord, i64)]) -> StorageResult<Vec<StorageResult<()>>> {
-        let updates = updates.to_vec();
+    fn update_objects(&self, updates: Vec<(ObjectRecord, i64)>) -> StorageResult<Vec<StorageResult<()>>> {
         // Each row's own check failing is its result, not the transaction's.
         self.write(move |c| {
             Ok(updates

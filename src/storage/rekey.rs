@@ -352,7 +352,7 @@ impl Storage {
             return Ok(outcomes);
         }
         // A failure of the whole transaction fails each of its re-wraps, not the job.
-        let mut results = match self.blocking(move |m| m.update_objects(&updates)).await {
+        let mut results = match self.blocking(move |m| m.update_objects(updates)).await {
             Ok(r) => r.into_iter(),
             Err(e) => {
                 for (_, outcome) in outcomes.iter_mut() {
