@@ -76,6 +76,7 @@ fn bench_http() -> f64 {
         kms_ops_per_minute: None,
         token_auth: false,
         audit_stdout: false,
+        tls: None,
     };
     let state = sealstore::server::build(&cfg).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -13,3 +13,4 @@ pub mod locations;
 pub mod rootkey;
 pub mod server;
 pub mod storage;
+pub mod tls;

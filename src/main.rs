@@ -177,6 +177,13 @@ struct ServeArgs {
     /// Allow `--auth dev` (no credentials, everyone is owner) on a non-loopback address.
     #[arg(long)]
     insecure_dev_on_public_address: bool,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key). gsutil only
+    /// speaks https.
+    #[arg(long, env = "SEALSTORE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "SEALSTORE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -215,6 +222,7 @@ fn main() -> anyhow::Result<()> {
                 fake_clock: args.fake_clock,
                 root_key_file: args.root_key_file,
                 root_key_env: std::env::var("SEALSTORE_ROOT_KEY").ok().map(zeroize::Zeroizing::new),
+                tls: args.tls_cert.zip(args.tls_key),
             };
             tokio::runtime::Runtime::new()?.block_on(sealstore::server::serve(cfg))
         }

@@ -39,6 +39,8 @@ pub struct ServeConfig {
     pub token_auth: bool,
     /// Also write audit records to stdout.
     pub audit_stdout: bool,
+    /// `--tls-cert` and `--tls-key` (PEM): serve HTTPS instead of HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Opens the blob store named by `--blob-store`.
@@ -174,10 +176,17 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
         tokens,
         audit,
         rewrite_tokens: Arc::new(crate::api::gcs::rewrite_token::RewriteTokens::new(&root)),
+        scheme: if cfg.tls.is_some() { "https" } else { "http" },
     })
 }
 
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    // A bad certificate or key stops the server before anything else is opened.
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(|(cert, key)| crate::tls::server_config(cert, key))
+        .transpose()?;
     let state = tokio::task::spawn_blocking({
         let cfg = cfg.clone();
         move || build(&cfg)
@@ -208,7 +217,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
              pass --insecure-dev-on-public-address to do it anyway"
         );
     }
-    tracing::info!("listening on http://{local}");
+    tracing::info!("listening on {}://{local}", state.scheme);
 
     // Scheduled transitions (destruction, rotation, import-job expiry) every second,
     // and a sweep of unreferenced blobs older than an hour every ten minutes.
@@ -228,17 +237,27 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         }
     });
 
-    axum::serve(
-        // No Nagle delay: a response's headers and streamed body go out at once.
-        axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        }),
-        router(state),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    let app = router(state);
+    match tls {
+        Some(config) => {
+            axum::serve(crate::tls::TlsListener::new(listener, config)?, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?
+        }
+        None => {
+            axum::serve(
+                // No Nagle delay: a response's headers and streamed body go out at once.
+                axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                    }
+                }),
+                app,
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .await?
+        }
+    }
     ticker.abort();
     tracing::info!("shut down");
     Ok(())

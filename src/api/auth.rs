@@ -68,10 +68,15 @@ impl AppState {
     }
 
     pub fn allowed(&self, principal: &str, permission: &str, chain: &[String]) -> bool {
+        self.allowed_where(principal, permission, chain, true)
+    }
+
+    /// As `allowed`; `public_ok = false` ignores grants to allUsers/allAuthenticatedUsers.
+    pub fn allowed_where(&self, principal: &str, permission: &str, chain: &[String], public_ok: bool) -> bool {
         if self.is_dev_owner(principal) {
             return true;
         }
-        match crate::iam::has_permission(&self.policies, principal, chain, permission) {
+        match crate::iam::has_permission_where(&self.policies, principal, chain, permission, public_ok) {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::error!(error = %e, "policy lookup failed; denying");

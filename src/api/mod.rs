@@ -33,6 +33,8 @@ pub struct AppState {
     pub audit: Arc<crate::audit::AuditLog>,
     /// Authenticates the tokens of multi-call rewrites.
     pub rewrite_tokens: Arc<gcs::rewrite_token::RewriteTokens>,
+    /// `https` with `--tls-cert`, else `http`: the scheme of the links the API returns.
+    pub scheme: &'static str,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -43,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/{*rest}", any(kms::handle))
         .route("/storage/v1/{*rest}", any(gcs::json_api))
         .route("/upload/storage/v1/{*rest}", any(gcs::upload_api))
+        .route("/resumable/upload/storage/v1/{*rest}", any(gcs::upload_api))
         .route("/download/storage/v1/{*rest}", any(gcs::download_api))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .fallback(ops::not_found)

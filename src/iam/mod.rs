@@ -11,6 +11,23 @@ pub use policy::{Binding, Condition, IamError, Policy, PolicyStore};
 /// policy along it (resource, then its ancestors: key → key ring → project).
 /// Conditional bindings are not evaluated and grant nothing (fail closed).
 pub fn has_permission(store: &PolicyStore, member: &str, chain: &[String], permission: &str) -> Result<bool, IamError> {
+    has_permission_where(store, member, chain, permission, true)
+}
+
+/// `allUsers` and `allAuthenticatedUsers`: the members that make a resource public.
+pub fn is_public_member(m: &str) -> bool {
+    m == "allUsers" || m == "allAuthenticatedUsers"
+}
+
+/// As `has_permission`; with `public_ok = false` (a bucket with public access
+/// prevention enforced) grants to the public members count for nothing.
+pub fn has_permission_where(
+    store: &PolicyStore,
+    member: &str,
+    chain: &[String],
+    permission: &str,
+    public_ok: bool,
+) -> Result<bool, IamError> {
     for resource in chain {
         let policy = store.get(resource)?;
         let granted = policy.bindings.iter().any(|b| {
@@ -18,7 +35,7 @@ pub fn has_permission(store: &PolicyStore, member: &str, chain: &[String], permi
                 && roles::grants(&b.role, permission)
                 && b.members
                     .iter()
-                    .any(|m| m == member || m == "allUsers" || m == "allAuthenticatedUsers")
+                    .any(|m| m == member || (public_ok && is_public_member(m)))
         });
         if granted {
             return Ok(true);

@@ -129,15 +129,54 @@ pub const KNOWN_ROLES: &[&str] = &[
     "roles/storage.objectViewer",
 ];
 
-/// The storage service agent of a project: storage wraps and unwraps CMEK data keys
-/// as this identity.
+/// A project's number: 12 digits derived from its id, so every process (and every
+/// restart) gives the same project the same number without storing it. Project ids
+/// start with a letter, so a string of digits is always a number.
+pub fn project_number(project: &str) -> u64 {
+    if let Ok(n) = project.parse::<u64>() {
+        return n;
+    }
+    let d = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("sealstore-project-number\0{project}").as_bytes(),
+    );
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d.as_ref()[..8]);
+    100_000_000_000 + u64::from_be_bytes(first) % 900_000_000_000
+}
+
+/// The email of a project's storage service agent, formed from the project number as
+/// GCS forms it (`service-<number>@gs-project-accounts…`), so `gsutil kms encryption`
+/// grants exactly the identity storage uses.
+pub fn storage_service_agent_email(project: &str) -> String {
+    format!(
+        "service-{}@gs-project-accounts.iam.gserviceaccount.com",
+        project_number(project)
+    )
+}
+
+/// The storage service agent of a project as an IAM member: storage wraps and unwraps
+/// CMEK data keys as this identity.
 pub fn storage_service_agent(project: &str) -> String {
-    format!("serviceAccount:service-{project}@gs-project-accounts.iam.gserviceaccount.com")
+    format!("serviceAccount:{}", storage_service_agent_email(project))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn project_numbers_are_stable_and_twelve_digits() {
+        let n = project_number("test-project");
+        assert_eq!(n, project_number("test-project"));
+        assert_ne!(n, project_number("other-project"));
+        assert_eq!(n.to_string().len(), 12);
+        assert_eq!(project_number(&n.to_string()), n);
+        assert_eq!(
+            storage_service_agent(&n.to_string()),
+            storage_service_agent("test-project")
+        );
+    }
 
     #[test]
     fn role_table() {

@@ -4,6 +4,7 @@
 
 use super::blobs::{BlobStore, new_blob_id};
 use super::csek::CustomerKey;
+use super::enforcement::RestrictionMode;
 use super::error::{StorageError, StorageResult};
 use super::hashing::Hashes;
 use super::keys::{KeyChoice, KeyService, check_key_location};
@@ -66,6 +67,11 @@ pub struct NewBucket {
     pub retention_period: Option<i64>,
     pub default_event_based_hold: bool,
     pub object_retention: bool,
+    /// Encryption enforcement modes to set (`None` mode: unset).
+    pub enforcement: Vec<(KeyKind, Option<RestrictionMode>)>,
+    /// `inherited` or `enforced` (validated by the API layer).
+    pub public_access_prevention: Option<String>,
+    pub rpo: Option<String>,
 }
 
 /// Which key an objects-by-key query looks for.
@@ -89,6 +95,27 @@ pub struct BucketPatch {
     /// Retention period in seconds; `Some(None)` removes the policy.
     pub retention_period: Option<Option<i64>>,
     pub default_event_based_hold: Option<bool>,
+    pub enforcement: Vec<(KeyKind, Option<RestrictionMode>)>,
+    pub public_access_prevention: Option<String>,
+    /// `Some(None)` resets it to the location's default.
+    pub rpo: Option<Option<String>>,
+}
+
+/// `rpo` values and where they apply: `ASYNC_TURBO` (turbo replication) only on
+/// dual-regions; regions have none.
+fn check_rpo(rpo: Option<&str>, location_type: &str) -> StorageResult<Option<String>> {
+    match (rpo, location_type) {
+        (None, "region") => Ok(None),
+        (None, _) => Ok(Some("DEFAULT".into())),
+        (Some("DEFAULT"), _) => Ok(Some("DEFAULT".into())),
+        (Some("ASYNC_TURBO"), "dual-region") => Ok(Some("ASYNC_TURBO".into())),
+        (Some("ASYNC_TURBO"), _) => Err(StorageError::invalid(
+            "Invalid rpo ASYNC_TURBO: turbo replication is only available on dual-region buckets.",
+        )),
+        (Some(other), _) => Err(StorageError::invalid(format!(
+            "Invalid rpo \"{other}\": use DEFAULT or ASYNC_TURBO."
+        ))),
+    }
 }
 
 /// Changes to an object's holds and retention (`None`: unchanged).
@@ -422,7 +449,17 @@ impl Storage {
             },
             default_event_based_hold: spec.default_event_based_hold,
             object_retention: spec.object_retention,
+            encryption_enforcement: Default::default(),
+            public_access_prevention: spec.public_access_prevention.unwrap_or_else(|| "inherited".into()),
+            rpo: check_rpo(spec.rpo.as_deref(), location_type)?,
         };
+        let mut bucket = bucket;
+        for (kind, mode) in &spec.enforcement {
+            bucket.encryption_enforcement.set(kind, *mode, now);
+        }
+        bucket
+            .encryption_enforcement
+            .check_default_key(bucket.default_kms_key_name.as_deref())?;
         if let Some(k) = &bucket.default_kms_key_name {
             self.validate_default_key(&bucket, k)?;
         }
@@ -455,6 +492,17 @@ impl Storage {
     }
 
     /// The project of a bucket this process has seen (no I/O).
+    /// Whether public members (allUsers, allAuthenticatedUsers) may be granted access to
+    /// a bucket: false once its public access prevention is enforced. A bucket not in the
+    /// cache (it does not exist) grants nothing to anyone anyway.
+    pub fn cached_bucket_public_ok(&self, name: &str) -> bool {
+        self.bucket_cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .is_none_or(|b| b.public_access_prevention != "enforced")
+    }
+
     pub fn cached_bucket_project(&self, name: &str) -> Option<String> {
         self.bucket_cache
             .read()
@@ -535,6 +583,18 @@ impl Storage {
         if let Some(h) = patch.default_event_based_hold {
             b.default_event_based_hold = h;
         }
+        let now = self.clock.now();
+        for (kind, mode) in &patch.enforcement {
+            b.encryption_enforcement.set(kind, *mode, now);
+        }
+        if let Some(p) = patch.public_access_prevention {
+            b.public_access_prevention = p;
+        }
+        if let Some(r) = patch.rpo {
+            b.rpo = check_rpo(r.as_deref(), &b.location_type)?;
+        }
+        b.encryption_enforcement
+            .check_default_key(b.default_kms_key_name.as_deref())?;
         if let Some(change) = patch.retention_period {
             let now = self.clock.now();
             b.retention_policy = match (b.retention_policy.take(), change) {
@@ -649,12 +709,15 @@ impl Storage {
                     "A customer-supplied encryption key and a Cloud KMS key cannot both be used for one object.",
                 ));
             }
-            (Some(k), None) => (
-                KeyKind::Csek,
-                String::new(),
-                k.wrap(dek.bytes(), &aad),
-                Some(k.sha256_b64()),
-            ),
+            (Some(k), None) => {
+                bucket.encryption_enforcement.check(&bucket.name, &KeyKind::Csek)?;
+                (
+                    KeyKind::Csek,
+                    String::new(),
+                    k.wrap(dek.bytes(), &aad),
+                    Some(k.sha256_b64()),
+                )
+            }
             (None, requested) => {
                 let choice = match requested.or(bucket.default_kms_key_name.as_deref()) {
                     Some(k) => {
@@ -668,6 +731,8 @@ impl Storage {
                 } else {
                     KeyKind::Cmek
                 };
+                // Refused before the key is used: a forbidden write makes no KMS call.
+                bucket.encryption_enforcement.check(&bucket.name, &kind)?;
                 let wrapped = self.keys.wrap(&bucket.project, &choice, dek.bytes(), &aad)?;
                 (kind, wrapped.key_version, wrapped.ciphertext, None)
             }
@@ -713,13 +778,16 @@ impl Storage {
             }
             None => KeyChoice::GoogleManaged,
         };
+        let kind = if to.is_some() {
+            KeyKind::Cmek
+        } else {
+            KeyKind::GoogleManaged
+        };
+        // A re-key target is a new encryption for the object: the bucket must allow it.
+        bucket.encryption_enforcement.check(&bucket.name, &kind)?;
         let wrapped = self.keys.wrap(&bucket.project, &choice, &dek, &dek_aad(&env.blob_id))?;
         Ok(Envelope {
-            kind: if to.is_some() {
-                KeyKind::Cmek
-            } else {
-                KeyKind::GoogleManaged
-            },
+            kind,
             key_version: wrapped.key_version,
             wrapped_dek: wrapped.ciphertext,
             ..env.clone()
@@ -1216,6 +1284,55 @@ impl Storage {
             self.discard_blob(&r.envelope).await;
         }
         Ok(())
+    }
+
+    /// `objects.move`: renames a live object within its bucket, atomically. The data
+    /// and its encryption move as they are (no re-encryption); the destination is a new
+    /// generation and the source is gone (on a versioned bucket too: its data now
+    /// belongs to the destination, so no noncurrent copy of the source can share it).
+    /// Holds and retention on the source refuse the move, as they refuse a delete.
+    pub async fn move_object(
+        &self,
+        bucket: &str,
+        src: &str,
+        dst: &str,
+        src_pre: Preconditions,
+        dst_pre: Preconditions,
+        may_replace: bool,
+    ) -> StorageResult<ObjectRecord> {
+        check_object_name(dst)?;
+        if src == dst {
+            return Err(StorageError::invalid(
+                "The source and destination of a move must be different objects.",
+            ));
+        }
+        let b = self.get_bucket(bucket).await?;
+        let now = self.clock.now();
+        let mv = super::meta::MoveSpec {
+            bucket: bucket.to_owned(),
+            src: src.to_owned(),
+            dst: dst.to_owned(),
+            generation: self.next_generation(),
+            now,
+            src_pre,
+            dst_pre,
+            keep_previous: b.versioning,
+        };
+        // Checked on the source row the move takes: holds and retention, and whether the
+        // bucket still allows new objects with its kind of encryption.
+        let removable = replace_check(b.clone(), now, true);
+        let enforcement = b.encryption_enforcement;
+        let name = b.name.clone();
+        let src_check: super::meta::ReplaceCheck = Box::new(move |r: &ObjectRecord| {
+            removable(r)?;
+            enforcement.check(&name, &r.envelope.kind)
+        });
+        let dst_check = replace_check(b.clone(), now, may_replace);
+        let (moved, replaced) = self.blocking(move |m| m.move_object(&mv, src_check, dst_check)).await?;
+        if let Some(old) = replaced {
+            self.discard_blob(&old.envelope).await;
+        }
+        Ok(moved)
     }
 
     // ---- copy and compose --------------------------------------------------------------

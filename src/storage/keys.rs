@@ -86,6 +86,9 @@ mod tests {
             retention_policy: None,
             default_event_based_hold: false,
             object_retention: false,
+            encryption_enforcement: Default::default(),
+            public_access_prevention: "inherited".into(),
+            rpo: None,
         }
     }
 

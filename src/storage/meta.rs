@@ -22,6 +22,21 @@ pub struct ListQuery {
     pub limit: usize,
 }
 
+/// An `objects.move` within one bucket.
+#[derive(Debug, Clone)]
+pub struct MoveSpec {
+    pub bucket: String,
+    pub src: String,
+    pub dst: String,
+    /// The destination's new generation number.
+    pub generation: i64,
+    pub now: chrono::DateTime<chrono::Utc>,
+    pub src_pre: Preconditions,
+    pub dst_pre: Preconditions,
+    /// Versioned bucket: a replaced destination stays as noncurrent.
+    pub keep_previous: bool,
+}
+
 /// Checked inside the write transaction against the generation about to be replaced or
 /// deleted (holds, retention, permission to replace), so nothing can slip in between.
 pub type ReplaceCheck = Box<dyn Fn(&ObjectRecord) -> StorageResult<()> + Send>;
@@ -67,6 +82,16 @@ pub trait MetaStore: Send + Sync {
         archive: bool,
         check: ReplaceCheck,
     ) -> StorageResult<Option<ObjectRecord>>;
+    /// Renames a live object within its bucket in one transaction: the source row
+    /// becomes the destination's new live generation, data and envelope unchanged.
+    /// Returns the new record and the destination generation it replaced, if that one
+    /// was removed (so the caller can delete its blob).
+    fn move_object(
+        &self,
+        mv: &MoveSpec,
+        src_check: ReplaceCheck,
+        dst_check: ReplaceCheck,
+    ) -> StorageResult<(ObjectRecord, Option<ObjectRecord>)>;
     fn put_session(&self, s: &UploadSession) -> StorageResult<()>;
     fn get_session(&self, id: &str) -> StorageResult<Option<UploadSession>>;
     fn delete_session(&self, id: &str) -> StorageResult<()>;
@@ -461,6 +486,61 @@ impl MetaStore for SqliteMetaStore {
                 params![bucket, name, target.generation],
             )?;
             Ok(Some(target))
+        })
+    }
+
+    fn move_object(
+        &self,
+        mv: &MoveSpec,
+        src_check: ReplaceCheck,
+        dst_check: ReplaceCheck,
+    ) -> StorageResult<(ObjectRecord, Option<ObjectRecord>)> {
+        let mv = mv.clone();
+        self.write(move |c| {
+            if bucket_doc(c, &mv.bucket)?.is_none() {
+                return Err(StorageError::NotFound(format!(
+                    "The specified bucket does not exist: {}",
+                    mv.bucket
+                )));
+            }
+            let src = live_of(c, &mv.bucket, &mv.src)?.ok_or_else(|| not_found_object(&mv.bucket, &mv.src))?;
+            mv.src_pre.check(Some((src.generation, src.metageneration)), false)?;
+            src_check(&src)?;
+            let live = live_of(c, &mv.bucket, &mv.dst)?;
+            mv.dst_pre
+                .check(live.as_ref().map(|l| (l.generation, l.metageneration)), false)?;
+            let mut replaced = None;
+            if let Some(old) = live {
+                dst_check(&old)?;
+                if mv.keep_previous {
+                    c.execute(
+                        "UPDATE objects SET live = 0 WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
+                        params![old.bucket, old.name, old.generation],
+                    )?;
+                } else {
+                    c.execute(
+                        "DELETE FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
+                        params![old.bucket, old.name, old.generation],
+                    )?;
+                    replaced = Some(old);
+                }
+            }
+            let moved = src.moved_to(&mv.dst, mv.generation, mv.now);
+            // The row itself moves, so an inline object's data column goes with it and
+            // the key index (key_version) keeps pointing at the data.
+            c.prepare_cached(
+                "UPDATE objects SET name = ?4, generation = ?5, live = 1, doc = ?6
+                   WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
+            )?
+            .execute(params![
+                src.bucket,
+                src.name,
+                src.generation,
+                moved.name,
+                moved.generation,
+                serde_json::to_string(&moved)?
+            ])?;
+            Ok((moved, replaced))
         })
     }
 

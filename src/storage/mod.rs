@@ -3,6 +3,7 @@
 
 pub mod blobs;
 pub mod csek;
+pub mod enforcement;
 pub mod engine;
 pub mod error;
 pub mod glob;

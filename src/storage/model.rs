@@ -46,6 +46,19 @@ pub struct Bucket {
     /// Created with `enableObjectRetention=true`: objects may carry their own retention.
     #[serde(default)]
     pub object_retention: bool,
+    /// Which kinds of encryption new objects may use.
+    #[serde(default)]
+    pub encryption_enforcement: super::enforcement::EncryptionEnforcement,
+    /// `iamConfiguration.publicAccessPrevention`: `inherited` or `enforced`.
+    #[serde(default = "default_pap")]
+    pub public_access_prevention: String,
+    /// `rpo`: `DEFAULT` or `ASYNC_TURBO` (dual-regions); `None` on regions.
+    #[serde(default)]
+    pub rpo: Option<String>,
+}
+
+fn default_pap() -> String {
+    "inherited".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +213,20 @@ impl ObjectRecord {
         Ok(())
     }
 
+    /// The record an `objects.move` makes of this one: a new generation under the new
+    /// name, with the same data, envelope and metadata.
+    pub fn moved_to(&self, name: &str, generation: i64, now: DateTime<Utc>) -> Self {
+        Self {
+            name: name.to_owned(),
+            generation,
+            metageneration: 1,
+            time_created: now,
+            updated: now,
+            retention_base: None,
+            ..self.clone()
+        }
+    }
+
     /// Whether this object keeps its key version from being destroyed: under a hold, or
     /// under a locked bucket policy or locked object retention that has not expired.
     pub fn pins_key_version(&self, bucket: &Bucket, now: DateTime<Utc>) -> bool {
@@ -251,6 +278,9 @@ pub struct UploadSession {
     /// Whether the uploader may replace an existing object (checked at commit).
     #[serde(default)]
     pub may_replace: bool,
+    /// The storage class the request asked for (`None`: the bucket's).
+    #[serde(default)]
+    pub storage_class: Option<String>,
 }
 
 /// The `if*Match` query parameters of one request.

@@ -19,6 +19,9 @@ pub const CHUNK_GRANULARITY: u64 = 256 * 1024;
 pub enum ChunkRange {
     /// `bytes S-E/T` or `bytes S-E/*`.
     Data { start: u64, end: u64, total: Option<u64> },
+    /// `bytes S-*/*` or `bytes S-*/T`: the rest of the object in this one request, of a
+    /// length known only at the end of the body (Node's single-request upload).
+    Rest { start: u64, total: Option<u64> },
     /// `bytes */T` (no data; the total is now known) or `bytes */*` (a status query).
     Query { total: Option<u64> },
 }
@@ -53,6 +56,12 @@ impl ChunkRange {
         }
         let (s, e) = range.split_once('-').ok_or_else(|| bad(h))?;
         let start: u64 = s.trim().parse().map_err(|_| bad(h))?;
+        if e.trim() == "*" {
+            if total.is_some_and(|t| start > t) {
+                return Err(bad(h));
+            }
+            return Ok(ChunkRange::Rest { start, total });
+        }
         let end: u64 = e.trim().parse().map_err(|_| bad(h))?;
         if end < start || total.is_some_and(|t| end >= t) {
             return Err(bad(h));
@@ -90,6 +99,20 @@ fn gone(id: &str) -> StorageError {
     StorageError::Gone(format!("The upload session {id} does not exist or has expired."))
 }
 
+/// Reads a body to its end without keeping it, returning its length.
+async fn drain<S, E>(body: S) -> StorageResult<u64>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send,
+    E: Into<StorageError>,
+{
+    futures::pin_mut!(body);
+    let mut n = 0u64;
+    while let Some(chunk) = body.next().await {
+        n = n.saturating_add(chunk.map_err(Into::into)?.len() as u64);
+    }
+    Ok(n)
+}
+
 impl Storage {
     pub async fn start_resumable(&self, spec: WriteSpec, total: Option<u64>) -> StorageResult<String> {
         let bucket = self.prepare_write(&spec).await?;
@@ -110,6 +133,7 @@ impl Storage {
             completed_generation: None,
             protection: spec.protection.clone(),
             may_replace: spec.may_replace,
+            storage_class: spec.storage_class.clone(),
         };
         let id = session.id.clone();
         let s = session.clone();
@@ -167,6 +191,7 @@ impl Storage {
         if let Some(g) = s.completed_generation {
             return self.completed(&s, g, csek).await;
         }
+        // `end` is exclusive; `None` for a `Rest` chunk until its body has ended.
         let (start, end, total) = match range {
             ChunkRange::Query { total: None } => return Ok(ChunkOutcome::Incomplete { persisted: s.persisted }),
             ChunkRange::Query { total: Some(t) } => {
@@ -176,9 +201,15 @@ impl Storage {
                         s.persisted
                     )));
                 }
-                (s.persisted, s.persisted, Some(t))
+                (s.persisted, Some(s.persisted), Some(t))
             }
-            ChunkRange::Data { start, end, total } => (start, end + 1, total),
+            ChunkRange::Data { start, end, total } => {
+                let end = end
+                    .checked_add(1)
+                    .ok_or_else(|| StorageError::invalid("The Content-Range end is too large."))?;
+                (start, Some(end), total)
+            }
+            ChunkRange::Rest { start, total } => (start, None, total),
         };
         if let (Some(t), Some(declared)) = (total, s.total)
             && t != declared
@@ -193,14 +224,41 @@ impl Storage {
                 s.persisted
             )));
         }
-        let is_final = total.is_some_and(|t| end == t);
+        // A chunk is final when it reaches the declared total, or is the rest of the body.
+        let is_final = end.is_none() || total.is_some_and(|t| end == Some(t));
+        if let Some(e) = end
+            && e < s.persisted
+            && is_final
+        {
+            return Err(StorageError::invalid(format!(
+                "The upload declares a total of {e} bytes, but {} bytes are already stored.",
+                s.persisted
+            )));
+        }
+        if let Some(e) = end
+            && e <= s.persisted
+            && !is_final
+        {
+            // Everything in this chunk is stored already: read it, change nothing. The
+            // persisted offset never moves backwards.
+            let received = drain(body).await?;
+            if received != e - start {
+                return Err(StorageError::invalid(format!(
+                    "The request body has {received} bytes but its Content-Range covers {}.",
+                    e - start
+                )));
+            }
+            return Ok(ChunkOutcome::Incomplete { persisted: s.persisted });
+        }
         // Bytes the client re-sends that are already stored are skipped.
         let mut skip = s.persisted - start;
-        let new_bytes = end.saturating_sub(s.persisted);
-        if !is_final && new_bytes % CHUNK_GRANULARITY != 0 {
-            return Err(StorageError::invalid(format!(
-                "Invalid request.  The number of bytes uploaded is required to be equal or greater than {CHUNK_GRANULARITY}, except for the final request (it's recommended to be the exact multiple of {CHUNK_GRANULARITY}).  The received request contained {new_bytes} bytes, which does not meet this requirement."
-            )));
+        if let Some(e) = end {
+            let new_bytes = e - s.persisted;
+            if !is_final && new_bytes % CHUNK_GRANULARITY != 0 {
+                return Err(StorageError::invalid(format!(
+                    "Invalid request.  The number of bytes uploaded is required to be equal or greater than {CHUNK_GRANULARITY}, except for the final request (it's recommended to be the exact multiple of {CHUNK_GRANULARITY}).  The received request contained {new_bytes} bytes, which does not meet this requirement."
+                )));
+            }
         }
         let cipher = self.unwrap_dek(&s.envelope, csek)?;
         let hashes = Hashes::from_state(&s.hash_state).ok_or_else(|| StorageError::internal("bad hash state"))?;
@@ -219,6 +277,11 @@ impl Storage {
             u32::try_from(first_segment).map_err(StorageError::internal)?,
             hashes,
         );
+        let limit = match (end, total) {
+            (Some(e), _) => Some(e - start),
+            (None, Some(t)) => Some(t - start),
+            (None, None) => None,
+        };
         let mut received = 0u64;
         futures::pin_mut!(body);
         while let Some(chunk) = body.next().await {
@@ -229,8 +292,8 @@ impl Storage {
                     return Err(e.into());
                 }
             };
-            received += data.len() as u64;
-            if received > end - start {
+            received = received.saturating_add(data.len() as u64);
+            if limit.is_some_and(|l| received > l) {
                 sink.abort().await;
                 return Err(StorageError::invalid(
                     "The request body is longer than its Content-Range.",
@@ -243,11 +306,16 @@ impl Storage {
                 return Err(e);
             }
         }
-        if received != end - start {
+        let end = match end {
+            Some(e) => e,
+            None => start + received,
+        };
+        if received != end - start || limit.is_some_and(|l| received != l) || end < s.persisted {
             sink.abort().await;
             return Err(StorageError::invalid(format!(
-                "The request body has {received} bytes but its Content-Range covers {}.",
-                end - start
+                "The request body has {received} bytes, which does not match its Content-Range (from byte {start}{}; {} bytes stored).",
+                total.map(|t| format!(", total {t}")).unwrap_or_default(),
+                s.persisted
             )));
         }
         if !is_final {
@@ -269,7 +337,7 @@ impl Storage {
             bucket: s.bucket.clone(),
             name: s.name.clone(),
             meta: s.meta.clone(),
-            storage_class: None,
+            storage_class: s.storage_class.clone(),
             preconditions: s.preconditions,
             expected_crc32c: s.expected_crc32c,
             expected_md5: s.expected_md5,

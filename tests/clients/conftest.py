@@ -654,6 +654,11 @@ def gcs_error(exc_or_response) -> Dict:
     resp = exc_or_response if isinstance(exc_or_response, requests.Response) else getattr(
         exc_or_response, "response", None
     )
+    if resp is not None and resp.headers.get("content-type", "").startswith("text/plain"):
+        # Media endpoints (downloads, resumable chunks) answer in plain text, as GCS does;
+        # sealstore names the reason in X-Sealstore-Error-Reason. Seen as the JSON shape.
+        reason = resp.headers.get("x-sealstore-error-reason")
+        return {"code": resp.status_code, "message": resp.text, "errors": [{"reason": reason, "message": resp.text}]}
     try:
         body = resp.json()
     except Exception:  # noqa: BLE001
@@ -663,10 +668,17 @@ def gcs_error(exc_or_response) -> Dict:
 
 
 def gcs_error_reason(exc_or_response) -> Optional[str]:
-    """``error.errors[0].reason`` of a GCS JSON error body (None if absent)."""
+    """``error.errors[0].reason`` of a GCS JSON error body (None if absent). Media
+    endpoints (downloads, resumable chunks) answer in plain text, as GCS does; sealstore
+    then names the reason in ``X-Sealstore-Error-Reason``."""
     errors = gcs_error(exc_or_response).get("errors") or []
     if errors and isinstance(errors[0], dict):
         return errors[0].get("reason")
+    resp = exc_or_response if isinstance(exc_or_response, requests.Response) else getattr(
+        exc_or_response, "response", None
+    )
+    if resp is not None and resp.headers.get("content-type", "").startswith("text/plain"):
+        return resp.headers.get("x-sealstore-error-reason")
     return None
 
 
@@ -677,9 +689,20 @@ def gcs_error_reason(exc_or_response) -> Optional[str]:
 ENCRYPTER_DECRYPTER_ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 
 
+def project_number(project: str = PROJECT) -> str:
+    """A project's number as sealstore derives it: 12 digits from SHA-256 of the id
+    (computed here independently of the server; a numeric id is its own number)."""
+    if project.isdigit():
+        return project
+    import hashlib
+
+    d = hashlib.sha256(b"sealstore-project-number\0" + project.encode()).digest()
+    return str(100_000_000_000 + int.from_bytes(d[:8], "big") % 900_000_000_000)
+
+
 def storage_service_agent(project: str = PROJECT) -> str:
-    """The email of a project's Cloud Storage service agent, as sealstore names it."""
-    return f"service-{project}@gs-project-accounts.iam.gserviceaccount.com"
+    """The email of a project's Cloud Storage service agent: from its number, as GCS forms it."""
+    return f"service-{project_number(project)}@gs-project-accounts.iam.gserviceaccount.com"
 
 
 def create_key_ring_at(

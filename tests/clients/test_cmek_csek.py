@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
@@ -52,6 +53,8 @@ from conftest import (
     make_kms_client,
     set_version_state,
     storage_service_agent,
+    gcs_error_reason,
+    project_number,
     unique_bucket_name,
     unique_id,
     version_name,
@@ -275,8 +278,14 @@ def assert_failure(
         message = err.get("message") or ""
         assert message, err
     else:
-        assert message_prefix is not None, f"{status} error body is not GCS JSON: {text[:500]!r}"
+        # Media endpoints answer in plain text (as GCS does), with the reason in a header.
+        assert resp is not None and resp.headers.get("content-type", "").startswith("text/plain"), (
+            f"{status} error body is neither GCS JSON nor plain text: {text[:500]!r}"
+        )
+        if reason is not None:
+            assert gcs_error_reason(resp) == reason, f"expected reason {reason!r}: {text[:500]!r}"
         message = text
+        assert message, "empty plain-text error"
     if message_prefix is not None:
         assert message.startswith(message_prefix), f"{message!r} does not start with {message_prefix!r}"
     for part in message_contains:
@@ -703,7 +712,15 @@ def test_service_agent_email(gcs_client, server):
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["kind"] == "storage#serviceAccount"
-    assert body["email_address"] == f"service-{PROJECT}@gs-project-accounts.iam.gserviceaccount.com"
+    number = project_number(PROJECT)
+    assert body["email_address"] == f"service-{number}@gs-project-accounts.iam.gserviceaccount.com"
+    # The project may be named by its number too, as gsutil does.
+    by_number = requests.get(f"{server.url}/storage/v1/projects/{number}/serviceAccount", timeout=HTTP_TIMEOUT)
+    assert by_number.status_code == 200, by_number.text
+    assert by_number.json()["email_address"] == body["email_address"]
+    # Every bucket reports its project's number.
+    bucket = gcs_client.create_bucket(f"pn-{uuid.uuid4().hex[:10]}", location="US-EAST1")
+    assert str(bucket.project_number) == number
 
 
 def test_new_keys_grant_their_project_service_agent(kms_client):

@@ -107,6 +107,12 @@ def assert_gcs_error_response(resp: requests.Response, code: int, reason: Option
     """``resp`` is ``code`` with a GCS JSON error body:
     ``{"error":{"code":N,"message":"..","errors":[{"domain":"..","reason":"..","message":".."}]}}``."""
     assert resp.status_code == code, f"expected {code}, got {resp.status_code}: {resp.text[:500]!r}"
+    if resp.headers.get("content-type", "").startswith("text/plain"):
+        # Media endpoints answer in plain text, as GCS does; the reason is in a header.
+        assert resp.text, "empty plain-text error"
+        if reason is not None:
+            assert resp.headers.get("x-sealstore-error-reason") == reason, resp.headers
+        return {"code": code, "message": resp.text}
     try:
         body = resp.json()
     except ValueError:

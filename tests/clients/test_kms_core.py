@@ -20,6 +20,7 @@ from google.api_core import exceptions as gexc
 from google.protobuf import duration_pb2
 
 from conftest import (
+    storage_service_agent,
     LOCATION,
     LOCATION_NAME,
     ONE_DAY_S,
@@ -914,7 +915,7 @@ def test_iam_policy_roundtrip(kms_client):
 
     # In dev mode (--auto-grant-service-agent) a new key's own policy grants the
     # project's storage service agent use of the key; the key ring's policy is empty.
-    agent = "serviceAccount:service-test-project@gs-project-accounts.iam.gserviceaccount.com"
+    agent = f"serviceAccount:{storage_service_agent('test-project')}"
     initial = client.get_iam_policy(request={"resource": key.name})
     assert [(b.role, list(b.members)) for b in initial.bindings] == [(ENCRYPTER_DECRYPTER, [agent])]
     assert list(client.get_iam_policy(request={"resource": ring.name}).bindings) == []

@@ -60,7 +60,10 @@ impl Server {
         let log = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://") {
+                if let Some(i) = line
+                    .find("listening on http://")
+                    .or_else(|| line.find("listening on https://"))
+                {
                     let _ = tx.send(line[i + "listening on ".len()..].trim().to_owned());
                 }
                 log.lock().unwrap().push(line);

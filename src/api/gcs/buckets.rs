@@ -2,6 +2,8 @@
 
 use super::error::{GcsError, GcsResult};
 use super::{Ctx, json_body, render};
+use crate::storage::enforcement::{KINDS as ENFORCEMENT_KINDS, RestrictionMode};
+use crate::storage::model::KeyKind;
 use crate::storage::{BucketPatch, NewBucket};
 use axum::Json;
 use axum::body::Body;
@@ -19,9 +21,46 @@ const UNSUPPORTED: &[&str] = &[
     "billing",
     "autoclass",
     "softDeletePolicy",
+    "hierarchicalNamespace",
+    "ipFilter",
+];
+
+/// Fields the server sets: accepted in a request (clients send back what they read)
+/// and ignored, as GCS ignores them.
+const OUTPUT_ONLY: &[&str] = &[
+    "kind",
+    "id",
+    "selfLink",
+    "projectNumber",
+    "timeCreated",
+    "updated",
+    "metageneration",
+    "etag",
+    "locationType",
+    "owner",
+    "satisfiesPZS",
+    "satisfiesPZI",
+    "generation",
+    "softDeleteTime",
+    "hardDeleteTime",
+    "objectRetention",
+];
+
+/// Fields this module reads.
+const IMPLEMENTED: &[&str] = &[
+    "name",
+    "location",
+    "customPlacementConfig",
+    "storageClass",
+    "versioning",
+    "labels",
+    "encryption",
+    "retentionPolicy",
+    "defaultEventBasedHold",
+    "iamConfiguration",
+    "rpo",
     "acl",
     "defaultObjectAcl",
-    "hierarchicalNamespace",
 ];
 
 fn unsupported(body: &Value) -> GcsResult<()> {
@@ -37,7 +76,137 @@ fn unsupported(body: &Value) -> GcsResult<()> {
             ));
         }
     }
+    if let Some(map) = body.as_object() {
+        for k in map.keys() {
+            if !UNSUPPORTED.contains(&k.as_str())
+                && !OUTPUT_ONLY.contains(&k.as_str())
+                && !IMPLEMENTED.contains(&k.as_str())
+            {
+                return Err(GcsError::invalid(format!("Unknown bucket field \"{k}\".")));
+            }
+        }
+    }
+    super::acl::refuse_acl_fields(body, super::acl::Target::Bucket)?;
     Ok(())
+}
+
+/// `encryption`: the default key and the enforcement configs. Fields inside merge as in
+/// any PATCH (absent keeps, null clears); `encryption: null` or `{}` clears it all, and
+/// a PUT (`replace`) clears what it does not name.
+#[derive(Default)]
+struct EncryptionChange {
+    default_key: Option<Option<String>>,
+    enforcement: Vec<(KeyKind, Option<RestrictionMode>)>,
+}
+
+fn encryption_change(body: &Value, replace: bool) -> GcsResult<EncryptionChange> {
+    let clear_all = || EncryptionChange {
+        default_key: Some(None),
+        enforcement: ENFORCEMENT_KINDS.iter().map(|(k, _, _)| (k.clone(), None)).collect(),
+    };
+    let e = match body.get("encryption") {
+        None if replace => return Ok(clear_all()),
+        None => return Ok(EncryptionChange::default()),
+        Some(Value::Null) => return Ok(clear_all()),
+        Some(Value::Object(m)) if m.is_empty() => return Ok(clear_all()),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(GcsError::invalid("Invalid value for encryption: expected an object.")),
+    };
+    for k in e.keys() {
+        if k != "defaultKmsKeyName" && !ENFORCEMENT_KINDS.iter().any(|(_, f, _)| f == k) {
+            return Err(GcsError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "notImplemented",
+                format!("The bucket field encryption.{k} is not supported by sealstore."),
+            ));
+        }
+    }
+    let mut change = EncryptionChange {
+        default_key: match e.get("defaultKmsKeyName") {
+            None if replace => Some(None),
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(Value::String(s)) if s.is_empty() => Some(None),
+            Some(Value::String(s)) => Some(Some(s.clone())),
+            Some(_) => return Err(GcsError::invalid("Invalid value for encryption.defaultKmsKeyName.")),
+        },
+        enforcement: vec![],
+    };
+    for (kind, field, _) in ENFORCEMENT_KINDS.iter() {
+        let mode = match e.get(*field) {
+            None if replace => None,
+            None => continue,
+            Some(Value::Null) => None,
+            Some(Value::Object(c)) => match c.get("restrictionMode") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(m)) => Some(RestrictionMode::parse(m)?),
+                Some(_) => {
+                    return Err(GcsError::invalid(format!(
+                        "Invalid value for encryption.{field}.restrictionMode."
+                    )));
+                }
+            },
+            Some(_) => return Err(GcsError::invalid(format!("Invalid value for encryption.{field}."))),
+        };
+        change.enforcement.push((kind.clone(), mode));
+    }
+    Ok(change)
+}
+
+/// `iamConfiguration`: uniform bucket-level access is always on (there are no ACLs);
+/// `publicAccessPrevention` is `inherited` or `enforced`.
+fn iam_configuration(body: &Value) -> GcsResult<Option<String>> {
+    let Some(c) = body.get("iamConfiguration").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let Some(m) = c.as_object() else {
+        return Err(GcsError::invalid(
+            "Invalid value for iamConfiguration: expected an object.",
+        ));
+    };
+    for (k, v) in m {
+        match k.as_str() {
+            "uniformBucketLevelAccess" | "bucketPolicyOnly" => {
+                if v.get("enabled") == Some(&json!(false)) {
+                    return Err(GcsError::invalid(format!(
+                        "iamConfiguration.{k}.enabled cannot be false: sealstore has no ACLs, so every bucket uses uniform bucket-level access (IAM only)."
+                    )));
+                }
+            }
+            "publicAccessPrevention" => {}
+            other => {
+                return Err(GcsError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "notImplemented",
+                    format!("The bucket field iamConfiguration.{other} is not supported by sealstore."),
+                ));
+            }
+        }
+    }
+    match m.get("publicAccessPrevention") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => match s.as_str() {
+            "enforced" => Ok(Some("enforced".into())),
+            // `unspecified` is the older name of `inherited`.
+            "inherited" | "unspecified" => Ok(Some("inherited".into())),
+            other => Err(GcsError::invalid(format!(
+                "Invalid value for iamConfiguration.publicAccessPrevention: \"{other}\" (inherited or enforced)."
+            ))),
+        },
+        Some(_) => Err(GcsError::invalid(
+            "Invalid value for iamConfiguration.publicAccessPrevention.",
+        )),
+    }
+}
+
+/// `rpo`: `Some(None)` resets it.
+fn rpo(body: &Value) -> GcsResult<Option<Option<String>>> {
+    match body.get("rpo") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(s)) => Ok(Some(Some(s.clone()))),
+        Some(_) => Err(GcsError::invalid("Invalid value for rpo: expected a string.")),
+    }
 }
 
 fn string_map(v: Option<&Value>, field: &str) -> GcsResult<Option<BTreeMap<String, Option<String>>>> {
@@ -109,20 +278,13 @@ fn retention_period(body: &Value) -> GcsResult<Option<Option<i64>>> {
     }
 }
 
-/// `encryption.defaultKmsKeyName`: `Some(None)` clears it.
-fn default_key(body: &Value) -> GcsResult<Option<Option<String>>> {
-    match body.get("encryption") {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(None)),
-        Some(e) => Ok(Some(str_field(e, "defaultKmsKeyName")?.map(str::to_owned))),
-    }
-}
-
 pub async fn create(ctx: &Ctx, body: Body) -> GcsResult<Response> {
     let body = json_body(body).await?;
     unsupported(&body)?;
+    super::acl::refuse_predefined(ctx, super::acl::Target::Bucket)?;
     let name = str_field(&body, "name")?
         .ok_or_else(|| GcsError::new(StatusCode::BAD_REQUEST, "required", "Required field: name."))?;
+    let encryption = encryption_change(&body, false)?;
     let data_locations = match body.pointer("/customPlacementConfig/dataLocations") {
         None | Some(Value::Null) => vec![],
         Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
@@ -142,13 +304,16 @@ pub async fn create(ctx: &Ctx, body: Body) -> GcsResult<Response> {
             string_map(body.get("labels"), "labels")?.unwrap_or_default(),
             true,
         ),
-        default_kms_key_name: default_key(&body)?.flatten(),
+        default_kms_key_name: encryption.default_key.flatten(),
         retention_period: retention_period(&body)?.flatten(),
         default_event_based_hold: body
             .get("defaultEventBasedHold")
             .and_then(Value::as_bool)
             .unwrap_or(false),
         object_retention: ctx.flag("enableObjectRetention")?,
+        enforcement: encryption.enforcement,
+        public_access_prevention: iam_configuration(&body)?,
+        rpo: rpo(&body)?.flatten(),
     };
     let b = ctx.app.storage.create_bucket(&ctx.project(), spec).await?;
     // A new bucket starts with no policy of its own, whatever an earlier bucket of the
@@ -171,6 +336,7 @@ pub async fn get(ctx: &Ctx, name: &str) -> GcsResult<Response> {
     if ctx.int("ifMetagenerationNotMatch")?.is_some_and(|m| m == mg) {
         return Err(crate::storage::StorageError::NotModified.into());
     }
+    ctx.etags().check(&render::bucket_etag(&b), true)?;
     Ok(Json(render::bucket(&b, &ctx.base)).into_response())
 }
 
@@ -197,6 +363,7 @@ pub async fn list(ctx: &Ctx) -> GcsResult<Response> {
 pub async fn patch(ctx: &Ctx, name: &str, body: Body, replace: bool) -> GcsResult<Response> {
     let body = json_body(body).await?;
     unsupported(&body)?;
+    super::acl::refuse_predefined(ctx, super::acl::Target::Bucket)?;
     let current = ctx.app.storage.get_bucket(name).await?;
     let mut p = BucketPatch::default();
     if replace || body.get("versioning").is_some() {
@@ -214,8 +381,16 @@ pub async fn patch(ctx: &Ctx, name: &str, body: Body, replace: bool) -> GcsResul
     if let Some(c) = str_field(&body, "storageClass")? {
         p.storage_class = Some(c.to_owned());
     }
-    p.default_kms_key_name = match default_key(&body)? {
-        Some(k) => Some(k),
+    let encryption = encryption_change(&body, replace)?;
+    p.default_kms_key_name = encryption.default_key;
+    p.enforcement = encryption.enforcement;
+    p.public_access_prevention = match iam_configuration(&body)? {
+        Some(pap) => Some(pap),
+        None if replace => Some("inherited".into()),
+        None => None,
+    };
+    p.rpo = match rpo(&body)? {
+        Some(r) => Some(r),
         None if replace => Some(None),
         None => None,
     };
@@ -236,11 +411,8 @@ pub async fn patch(ctx: &Ctx, name: &str, body: Body, replace: bool) -> GcsResul
     {
         return Err(GcsError::invalid("A bucket's location cannot be changed."));
     }
-    let b = ctx
-        .app
-        .storage
-        .patch_bucket(name, p, ctx.int("ifMetagenerationMatch")?)
-        .await?;
+    let guard = ctx.bucket_write_guard(name).await?;
+    let b = ctx.app.storage.patch_bucket(name, p, guard).await?;
     Ok(Json(render::bucket(&b, &ctx.base)).into_response())
 }
 
@@ -254,10 +426,8 @@ pub async fn lock_retention(ctx: &Ctx, name: &str) -> GcsResult<Response> {
 }
 
 pub async fn delete(ctx: &Ctx, name: &str) -> GcsResult<Response> {
-    ctx.app
-        .storage
-        .delete_bucket(name, ctx.int("ifMetagenerationMatch")?)
-        .await?;
+    let guard = ctx.bucket_write_guard(name).await?;
+    ctx.app.storage.delete_bucket(name, guard).await?;
     ctx.app
         .policies
         .remove(&super::bucket_resource(name))
@@ -294,10 +464,25 @@ pub async fn get_iam(ctx: &Ctx, bucket: &str) -> GcsResult<Response> {
 }
 
 pub async fn set_iam(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
-    ctx.app.storage.get_bucket(bucket).await?;
+    let b = ctx.app.storage.get_bucket(bucket).await?;
     let body = json_body(body).await?;
     let policy = crate::api::kms::handlers::parse_policy(&crate::api::kms::json::Obj::new(&body))
         .map_err(|e| GcsError::invalid(e.message))?;
+    if b.public_access_prevention == "enforced"
+        && let Some(m) = policy
+            .bindings
+            .iter()
+            .flat_map(|b| &b.members)
+            .find(|m| crate::iam::is_public_member(m))
+    {
+        return Err(GcsError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "conditionNotMet",
+            format!(
+                "The member bindings allUsers and allAuthenticatedUsers are not allowed since public access prevention is enforced ({m} on bucket {bucket})."
+            ),
+        ));
+    }
     let resource = super::bucket_resource(bucket);
     let stored = ctx.app.policies.set(&resource, policy).map_err(iam_error)?;
     ctx.app.audit(

@@ -76,6 +76,33 @@ impl From<StorageError> for GcsError {
     }
 }
 
+impl GcsError {
+    /// The error as the media endpoints (uploads, `alt=media` downloads) send it: the
+    /// same status and message, as plain text, as GCS does there.
+    pub fn into_plain_response(self) -> Response {
+        if self.status == StatusCode::NOT_MODIFIED {
+            return self.status.into_response();
+        }
+        // The reason GCS would put in a JSON body goes in a header, so tools and
+        // operators can still tell errors apart without parsing the text.
+        let mut resp = (
+            self.status,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::HeaderName::from_static("x-sealstore-error-reason"), self.reason),
+            ],
+            self.message,
+        )
+            .into_response();
+        if let Some(size) = self.range_size
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
+        {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+        resp
+    }
+}
+
 impl IntoResponse for GcsError {
     fn into_response(self) -> Response {
         if self.status == StatusCode::NOT_MODIFIED {

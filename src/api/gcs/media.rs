@@ -14,6 +14,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::Value;
 
+/// What an upload without a content type is stored as, as on GCS.
+const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
 /// `kmsKeyName` / `destinationKmsKeyName`: a versioned name is refused, as GCS does.
 pub fn key_param(ctx: &Ctx, param: &str) -> GcsResult<Option<String>> {
     match ctx.query.get(param).filter(|k| !k.is_empty()) {
@@ -25,9 +28,31 @@ pub fn key_param(ctx: &Ctx, param: &str) -> GcsResult<Option<String>> {
     }
 }
 
+/// The KMS key of an upload: `kmsKeyName` in the query, or in the metadata document
+/// (apitools puts it there). Both, and different, is an error.
+fn body_or_query_key(ctx: &Ctx, meta_doc: &Value) -> GcsResult<Option<String>> {
+    let query = key_param(ctx, "kmsKeyName")?;
+    let body = match meta_doc.get("kmsKeyName") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(k)) if k.is_empty() => None,
+        Some(Value::String(k)) if k.contains("/cryptoKeyVersions/") => {
+            return Err(GcsError::invalid(format!("Bad Cloud KMS crypto key: {k}")));
+        }
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err(GcsError::invalid("Invalid value for kmsKeyName: expected a string.")),
+    };
+    match (query, body) {
+        (Some(q), Some(b)) if q != b => Err(GcsError::invalid(
+            "kmsKeyName in the query and in the object metadata name different keys.",
+        )),
+        (q, b) => Ok(q.or(b)),
+    }
+}
+
 /// The write spec from a JSON metadata document plus the query.
 fn spec_from(ctx: &Ctx, bucket: &str, meta_doc: &Value, name_hint: Option<&str>) -> GcsResult<WriteSpec> {
     check_unsupported(meta_doc)?;
+    super::acl::refuse_predefined(ctx, super::acl::Target::NewObject)?;
     let name = meta_doc
         .get("name")
         .and_then(Value::as_str)
@@ -51,7 +76,7 @@ fn spec_from(ctx: &Ctx, bucket: &str, meta_doc: &Value, name_hint: Option<&str>)
         preconditions: ctx.preconditions("")?,
         expected_crc32c,
         expected_md5,
-        kms_key_name: key_param(ctx, "kmsKeyName")?,
+        kms_key_name: body_or_query_key(ctx, meta_doc)?,
         component_count: None,
         csek: ctx.csek("x-goog-encryption")?,
         protection: super::objects::write_protection(meta_doc)?,
@@ -88,11 +113,29 @@ fn goog_hash(ctx: &Ctx) -> GcsResult<(Option<u32>, Option<[u8; 16]>)> {
 }
 
 pub async fn upload(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
+    // A request naming a session works on that session only: it never starts another
+    // one, and its body is data, never metadata. gcsfs sends chunks with POST.
+    if let Some(id) = ctx.query.get("upload_id") {
+        return match ctx.method {
+            Method::PUT | Method::POST => put_chunk(ctx, id, body).await,
+            Method::DELETE => {
+                ctx.app.storage.cancel_resumable(id).await?;
+                Ok(StatusCode::from_u16(499)
+                    .map(IntoResponse::into_response)
+                    .unwrap_or_else(|_| StatusCode::OK.into_response()))
+            }
+            ref m => Err(GcsError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "methodNotAllowed",
+                format!("Method {m} is not allowed on an upload session."),
+            )),
+        };
+    }
     let upload_type = ctx.query.get("uploadType").unwrap_or("");
     match (&ctx.method, upload_type) {
         (&Method::POST, "media") => {
             let mut spec = spec_from(ctx, bucket, &serde_json::json!({}), ctx.query.get("name"))?;
-            spec.meta.content_type = ctx.header("content-type").map(str::to_owned);
+            spec.meta.content_type = Some(ctx.header("content-type").unwrap_or(DEFAULT_CONTENT_TYPE).to_owned());
             let (crc, md5) = goog_hash(ctx)?;
             spec.expected_crc32c = crc;
             spec.expected_md5 = md5;
@@ -105,17 +148,7 @@ pub async fn upload(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> 
         }
         (&Method::POST, "multipart") => multipart(ctx, bucket, body).await,
         (&Method::POST, "resumable") => start_resumable(ctx, bucket, body).await,
-        (&Method::PUT, "resumable") => put_chunk(ctx, body).await,
-        (&Method::DELETE, "resumable") => {
-            let id = ctx
-                .query
-                .get("upload_id")
-                .ok_or_else(|| GcsError::invalid("upload_id is required."))?;
-            ctx.app.storage.cancel_resumable(id).await?;
-            Ok(StatusCode::from_u16(499)
-                .map(IntoResponse::into_response)
-                .unwrap_or_else(|_| StatusCode::OK.into_response()))
-        }
+        (&Method::PUT | &Method::DELETE, "resumable") => Err(GcsError::invalid("upload_id is required.")),
         (_, "") => Err(GcsError::new(
             StatusCode::BAD_REQUEST,
             "required",
@@ -144,7 +177,8 @@ fn boundary(content_type: Option<&str>) -> GcsResult<String> {
         if let Some((k, v)) = p.trim().split_once('=')
             && k.trim().eq_ignore_ascii_case("boundary")
         {
-            let b = v.trim().trim_matches('"');
+            // apitools quotes the boundary with single quotes.
+            let b = v.trim().trim_matches(|c| c == '"' || c == '\'');
             if !b.is_empty() {
                 return Ok(b.to_owned());
             }
@@ -184,6 +218,7 @@ async fn multipart(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
         let _ = done_tx.send(outcome);
     });
     let input = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let input = super::line_endings::normalize(&boundary, Box::pin(input));
     let mut mp = multer::Multipart::new(input, boundary);
     let bad = |e: multer::Error| GcsError::invalid(format!("Malformed multipart body: {e}"));
     let meta_field = mp
@@ -213,7 +248,10 @@ async fn multipart(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
         .map_err(bad)?
         .ok_or_else(|| GcsError::invalid("The multipart body has no media part."))?;
     if spec.meta.content_type.is_none() {
-        spec.meta.content_type = data.content_type().map(|m| m.to_string());
+        spec.meta.content_type = Some(
+            data.content_type()
+                .map_or_else(|| DEFAULT_CONTENT_TYPE.to_owned(), |m| m.to_string()),
+        );
     }
     let stream = futures::stream::try_unfold(Some((data, mp, done_rx)), |state| async move {
         let Some((mut field, mut mp, done)) = state else {
@@ -246,7 +284,11 @@ async fn start_resumable(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Respo
     let doc = json_body(body).await?;
     let mut spec = spec_from(ctx, bucket, &doc, ctx.query.get("name"))?;
     if spec.meta.content_type.is_none() {
-        spec.meta.content_type = ctx.header("x-upload-content-type").map(str::to_owned);
+        spec.meta.content_type = Some(
+            ctx.header("x-upload-content-type")
+                .unwrap_or(DEFAULT_CONTENT_TYPE)
+                .to_owned(),
+        );
     }
     let total = match ctx.header("x-upload-content-length") {
         None => None,
@@ -275,11 +317,7 @@ async fn start_resumable(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Respo
     Ok(resp)
 }
 
-async fn put_chunk(ctx: &Ctx, body: Body) -> GcsResult<Response> {
-    let id = ctx
-        .query
-        .get("upload_id")
-        .ok_or_else(|| GcsError::invalid("upload_id is required."))?;
+async fn put_chunk(ctx: &Ctx, id: &str, body: Body) -> GcsResult<Response> {
     let len = ctx.header("content-length").and_then(|v| v.parse::<u64>().ok());
     let range = ChunkRange::parse(ctx.header("content-range"), len)?;
     let (crc, md5) = goog_hash(ctx)?;
@@ -338,7 +376,7 @@ pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>
         size
     } else {
         match e.parse::<u64>() {
-            Ok(v) if v >= start => (v + 1).min(size),
+            Ok(v) if v >= start => v.saturating_add(1).min(size),
             _ => return Ok(None),
         }
     };
@@ -354,6 +392,7 @@ pub async fn download(ctx: &Ctx, bucket: &str, name: &str) -> GcsResult<Response
         .storage
         .get_object(bucket, name, ctx.int("generation")?, &ctx.preconditions("")?)
         .await?;
+    ctx.etags().check(&render::etag(&rec), true)?;
     let size = rec.size;
     let range = parse_range(ctx.header("range"), size)?;
     let opened = ctx.app.storage.open(rec, ctx.csek("x-goog-encryption")?.as_deref())?;
@@ -434,6 +473,10 @@ mod tests {
         assert_eq!(
             boundary(Some("multipart/related; boundary=\"===1==\"")).unwrap(),
             "===1=="
+        );
+        assert_eq!(
+            boundary(Some("multipart/related; boundary='===2=='")).unwrap(),
+            "===2=="
         );
         assert!(boundary(Some("multipart/form-data; boundary=x")).is_err());
         assert!(boundary(Some("multipart/related")).is_err());

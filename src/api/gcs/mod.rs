@@ -2,8 +2,11 @@
 //! `/download/storage/v1`. Paths are routed on the raw, still-encoded path so an object
 //! name (`/` arrives as `%2F`) is exactly one segment, decoded once.
 
+mod acl;
 mod buckets;
 pub mod error;
+mod etag;
+mod line_endings;
 mod media;
 mod objects;
 pub mod render;
@@ -41,7 +44,16 @@ pub enum Route {
         dst_bucket: String,
         dst: String,
     },
+    MoveTo {
+        bucket: String,
+        src: String,
+        dst: String,
+    },
     ServiceAccount(String),
+    /// `/acl`, `/defaultObjectAcl` (bucket) or `/o/{o}/acl` (`true`).
+    Acl(String, bool),
+    /// A GCS endpoint sealstore does not build: 501 naming it.
+    NotBuilt(&'static str),
     BucketIam(String),
     BucketIamTest(String),
     LockRetention(String),
@@ -55,7 +67,8 @@ pub fn parse_route(rest: &str) -> GcsResult<Route> {
     let parts: Vec<&str> = rest.split('/').collect();
     let nf = || GcsError::not_found(format!("Not Found: /{rest}"));
     Ok(match parts.as_slice() {
-        ["b"] => Route::Buckets,
+        // `POST /storage/v1/b/?project=…` creates a bucket too, as on GCS.
+        ["b"] | ["b", ""] => Route::Buckets,
         ["b", b] => Route::Bucket(seg(b)?),
         ["b", b, "o"] => Route::Objects(seg(b)?),
         ["b", b, "o", o] => Route::Object(seg(b)?, seg(o)?),
@@ -72,10 +85,25 @@ pub fn parse_route(rest: &str) -> GcsResult<Route> {
             dst_bucket: seg(db)?,
             dst: seg(d)?,
         },
+        ["b", b, "o", so, "moveTo", "o", d] => Route::MoveTo {
+            bucket: seg(b)?,
+            src: seg(so)?,
+            dst: seg(d)?,
+        },
         ["projects", p, "serviceAccount"] => Route::ServiceAccount(seg(p)?),
         ["b", b, "iam"] => Route::BucketIam(seg(b)?),
         ["b", b, "lockRetentionPolicy"] => Route::LockRetention(seg(b)?),
         ["b", b, "iam", "testPermissions"] => Route::BucketIamTest(seg(b)?),
+        ["b", b, "acl", ..] | ["b", b, "defaultObjectAcl", ..] => Route::Acl(seg(b)?, false),
+        ["b", b, "o", _, "acl", ..] => Route::Acl(seg(b)?, true),
+        ["b", _, "managedFolders", ..] => Route::NotBuilt("managed folders"),
+        ["b", _, "anywhereCaches", ..] => Route::NotBuilt("Anywhere Cache"),
+        ["b", _, "folders", ..] => Route::NotBuilt("folders (hierarchical namespace)"),
+        ["b", _, "notificationConfigs", ..] => Route::NotBuilt("Pub/Sub notifications"),
+        ["b", _, "operations", ..] => Route::NotBuilt("long-running bucket operations"),
+        ["channels", "stop"] => Route::NotBuilt("object change notification channels"),
+        ["b", _, "o", _, "restore"] | ["b", _, "restore"] => Route::NotBuilt("soft delete and restore"),
+        ["projects", _, "hmacKeys", ..] => Route::NotBuilt("HMAC keys (they come with the XML API)"),
         _ => return Err(nf()),
     })
 }
@@ -119,13 +147,14 @@ impl Ctx {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("127.0.0.1")
             .to_owned();
+        let base = format!("{}://{host}", app.scheme);
         Ok(Self {
             app,
             principal,
             method,
             query,
             headers,
-            base: format!("http://{host}"),
+            base,
         })
     }
 
@@ -139,6 +168,25 @@ impl Ctx {
         self.query
             .bool(key)
             .map_err(|m| GcsError::new(StatusCode::BAD_REQUEST, "invalidParameter", m))
+    }
+
+    /// `If-Match` / `If-None-Match` of this request.
+    pub fn etags(&self) -> etag::EtagConditions {
+        etag::EtagConditions::from_headers(&self.headers)
+    }
+
+    /// A bucket's `ifMetagenerationMatch` for a write, with the ETag conditions checked
+    /// against `current` and then pinned to its metageneration, so the write fails if the
+    /// bucket changed after the check.
+    pub async fn bucket_write_guard(&self, bucket: &str) -> GcsResult<Option<i64>> {
+        let query = self.int("ifMetagenerationMatch")?;
+        let etags = self.etags();
+        if etags.is_empty() {
+            return Ok(query);
+        }
+        let current = self.app.storage.get_bucket(bucket).await?;
+        etags.check(&render::bucket_etag(&current), false)?;
+        Ok(query.or(Some(current.metageneration)))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -254,6 +302,11 @@ fn respond(r: GcsResult<Response>) -> Response {
     r.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Media endpoints answer errors in plain text, as GCS does.
+fn respond_media(r: GcsResult<Response>) -> Response {
+    r.unwrap_or_else(GcsError::into_plain_response)
+}
+
 /// The IAM resource name of a bucket's policy.
 pub fn bucket_resource(bucket: &str) -> String {
     format!("projects/_/buckets/{bucket}")
@@ -274,11 +327,16 @@ pub async fn require(ctx: &Ctx, permission: &'static str, bucket: Option<&str>) 
     if ctx.app.is_dev_owner(&ctx.principal) {
         return Ok(());
     }
-    let chain = match bucket {
-        Some(b) => bucket_chain(&ctx.app, b).await,
-        None => vec![format!("projects/{}", ctx.project())],
+    let (chain, public_ok) = match bucket {
+        // Public access prevention: grants to allUsers/allAuthenticatedUsers do not
+        // reach an enforced bucket or its objects.
+        Some(b) => (
+            bucket_chain(&ctx.app, b).await,
+            ctx.app.storage.cached_bucket_public_ok(b),
+        ),
+        None => (vec![format!("projects/{}", ctx.project())], true),
     };
-    if ctx.app.allowed(&ctx.principal, permission, &chain) {
+    if ctx.app.allowed_where(&ctx.principal, permission, &chain, public_ok) {
         return Ok(());
     }
     ctx.app.audit(
@@ -310,7 +368,12 @@ pub fn may_replace(ctx: &Ctx, bucket: &str) -> bool {
     if let Some(p) = ctx.app.storage.cached_bucket_project(bucket) {
         chain.push(format!("projects/{p}"));
     }
-    ctx.app.allowed(&ctx.principal, "storage.objects.delete", &chain)
+    ctx.app.allowed_where(
+        &ctx.principal,
+        "storage.objects.delete",
+        &chain,
+        ctx.app.storage.cached_bucket_public_ok(bucket),
+    )
 }
 
 /// `/storage/v1/...`: the JSON API (and `alt=media` downloads).
@@ -322,6 +385,8 @@ pub async fn json_api(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let media = uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "alt=media"));
+    let respond = if media { respond_media } else { respond };
     respond(
         async {
             let ctx = Ctx::new(app, principal.0, method, &uri, headers)?;
@@ -337,7 +402,7 @@ pub async fn json_api(
                     require(&ctx, "storage.buckets.create", None).await?;
                     buckets::create(&ctx, body).await
                 }
-                (&Method::GET, Route::Bucket(b)) => {
+                (&Method::GET | &Method::HEAD, Route::Bucket(b)) => {
                     require(&ctx, "storage.buckets.get", Some(&b)).await?;
                     buckets::get(&ctx, &b).await
                 }
@@ -366,7 +431,7 @@ pub async fn json_api(
                     require(&ctx, "storage.objects.list", Some(&b)).await?;
                     objects::list(&ctx, &b).await
                 }
-                (&Method::GET, Route::Object(b, o)) => {
+                (&Method::GET | &Method::HEAD, Route::Object(b, o)) => {
                     require(&ctx, "storage.objects.get", Some(&b)).await?;
                     if ctx.query.get("alt") == Some("media") {
                         media::download(&ctx, &b, &o).await
@@ -413,9 +478,36 @@ pub async fn json_api(
                     require(&ctx, "storage.objects.create", Some(&dst_bucket)).await?;
                     objects::rewrite(&ctx, &src_bucket, &src, &dst_bucket, &dst, body).await
                 }
+                (&Method::POST, Route::MoveTo { bucket, src, dst }) => {
+                    // A move reads the source, deletes it and creates the destination.
+                    for p in [
+                        "storage.objects.get",
+                        "storage.objects.delete",
+                        "storage.objects.create",
+                    ] {
+                        require(&ctx, p, Some(&bucket)).await?;
+                    }
+                    objects::move_object(&ctx, &bucket, &src, &dst).await
+                }
+                // `o/watch` and `o/bulkRestore` look like object names; only POST means them.
+                (&Method::POST, Route::Object(_, o)) if o == "watch" || o == "bulkRestore" => Err(GcsError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "notImplemented",
+                    format!("objects.{o} is not supported by sealstore."),
+                )),
+                (_, Route::Acl(b, object)) => {
+                    require(&ctx, "storage.buckets.get", Some(&b)).await?;
+                    acl::endpoint(&ctx, &b, object).await
+                }
+                (_, Route::NotBuilt(what)) => Err(GcsError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "notImplemented",
+                    format!("{what} are not supported by sealstore."),
+                )),
+                // The project may be named by id or by number: both give one agent.
                 (&Method::GET, Route::ServiceAccount(p)) => Ok(axum::Json(serde_json::json!({
                     "kind": "storage#serviceAccount",
-                    "email_address": format!("service-{p}@gs-project-accounts.iam.gserviceaccount.com"),
+                    "email_address": crate::iam::roles::storage_service_agent_email(&p),
                 }))
                 .into_response()),
                 (m, r) => Err(GcsError::new(
@@ -438,13 +530,34 @@ pub async fn upload_api(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // Metadata and policy errors on uploads are JSON, as on GCS; errors of the
+    // resumable data protocol (a request on a session) are plain text.
+    let chunk = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("upload_id=")));
+    let respond = if chunk { respond_media } else { respond };
     respond(
         async {
             let ctx = Ctx::new(app, principal.0, method, &uri, headers)?;
-            let rest = uri.path().strip_prefix("/upload/storage/v1/").unwrap_or("");
+            // apitools (gsutil) starts large uploads under `/resumable/upload/...`.
+            let path = uri.path();
+            let rest = path
+                .strip_prefix("/upload/storage/v1/")
+                .or_else(|| path.strip_prefix("/resumable/upload/storage/v1/"))
+                .unwrap_or("");
             let Route::Objects(bucket) = parse_route(rest)? else {
-                return Err(GcsError::not_found(format!("Not Found: {}", uri.path())));
+                return Err(GcsError::not_found(format!("Not Found: {path}")));
             };
+            // A session is bound to the bucket it was started for: the URL cannot move
+            // it, and the permission check is made on the session's own bucket.
+            if let Some(id) = ctx.query.get("upload_id") {
+                let (session_bucket, _) = ctx.app.storage.session_target(id).await?;
+                if session_bucket != bucket {
+                    return Err(GcsError::invalid(format!(
+                        "The upload session was started for bucket {session_bucket}, not {bucket}."
+                    )));
+                }
+            }
             require(&ctx, "storage.objects.create", Some(&bucket)).await?;
             media::upload(&ctx, &bucket, body).await
         }
@@ -460,7 +573,7 @@ pub async fn download_api(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    respond(
+    respond_media(
         async {
             let ctx = Ctx::new(app, principal.0, method, &uri, headers)?;
             let rest = uri.path().strip_prefix("/download/storage/v1/").unwrap_or("");
@@ -494,6 +607,15 @@ mod tests {
             parse_route("b/s/o/x/copyTo/b/d/o/y").unwrap(),
             Route::CopyTo { .. }
         ));
+        assert_eq!(
+            parse_route("b/bkt/o/a%2Fb/moveTo/o/c%2Fd").unwrap(),
+            Route::MoveTo {
+                bucket: "bkt".into(),
+                src: "a/b".into(),
+                dst: "c/d".into()
+            }
+        );
+        assert_eq!(parse_route("b/").unwrap(), Route::Buckets);
         assert!(parse_route("b/bkt/x").is_err());
     }
 }

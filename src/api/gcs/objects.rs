@@ -13,7 +13,51 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 /// Object features sealstore does not implement yet: refused, never stored and ignored.
-const UNSUPPORTED: &[&str] = &["acl", "contexts"];
+const UNSUPPORTED: &[&str] = &["contexts"];
+
+/// Object fields a request may carry: the writable ones sealstore implements, and the
+/// ones the server sets (clients send back what they read; ignored, as on GCS).
+const KNOWN: &[&str] = &[
+    // writable
+    "name",
+    "bucket",
+    "contentType",
+    "contentEncoding",
+    "contentDisposition",
+    "contentLanguage",
+    "cacheControl",
+    "customTime",
+    "metadata",
+    "storageClass",
+    "kmsKeyName",
+    "temporaryHold",
+    "eventBasedHold",
+    "retention",
+    "crc32c",
+    "md5Hash",
+    "acl",
+    // set by the server
+    "kind",
+    "id",
+    "selfLink",
+    "mediaLink",
+    "generation",
+    "metageneration",
+    "size",
+    "etag",
+    "timeCreated",
+    "updated",
+    "timeDeleted",
+    "timeFinalized",
+    "timeStorageClassUpdated",
+    "componentCount",
+    "customerEncryption",
+    "owner",
+    "retentionExpirationTime",
+    "softDeleteTime",
+    "hardDeleteTime",
+    "restoreToken",
+];
 
 /// `retention` in a request body: `None` if absent, `Some(None)` to remove.
 pub fn parse_retention(body: &Value) -> GcsResult<Option<Option<crate::storage::model::ObjectRetention>>> {
@@ -60,6 +104,19 @@ pub fn write_protection(body: &Value) -> GcsResult<crate::storage::model::WriteP
 }
 
 pub fn check_unsupported(body: &Value) -> GcsResult<()> {
+    check_fields(body, super::acl::Target::NewObject)
+}
+
+/// Refuses unknown fields, unsupported features and ACLs in an object document.
+pub fn check_fields(body: &Value, target: super::acl::Target) -> GcsResult<()> {
+    if let Some(map) = body.as_object() {
+        for k in map.keys() {
+            if !KNOWN.contains(&k.as_str()) && !UNSUPPORTED.contains(&k.as_str()) {
+                return Err(GcsError::invalid(format!("Unknown object field \"{k}\".")));
+            }
+        }
+    }
+    super::acl::refuse_acl_fields(body, target)?;
     for k in UNSUPPORTED {
         if body
             .get(k)
@@ -155,6 +212,7 @@ pub async fn get(ctx: &Ctx, bucket: &str, name: &str) -> GcsResult<Response> {
         .storage
         .get_object(bucket, name, ctx.int("generation")?, &ctx.preconditions("")?)
         .await?;
+    ctx.etags().check(&render::etag(&rec), true)?;
     let hashes = visible_hashes(ctx, &rec, false)?;
     Ok(object_response(ctx, &rec, hashes.as_ref()).await)
 }
@@ -208,7 +266,8 @@ pub async fn list(ctx: &Ctx, bucket: &str) -> GcsResult<Response> {
 /// PATCH (`replace = false`) or PUT (`replace = true`) of an object's metadata.
 pub async fn patch(ctx: &Ctx, bucket: &str, name: &str, body: Body, replace: bool) -> GcsResult<Response> {
     let body = json_body(body).await?;
-    check_unsupported(&body)?;
+    check_fields(&body, super::acl::Target::Object)?;
+    super::acl::refuse_predefined(ctx, super::acl::Target::Object)?;
     let requested_key = body.get("kmsKeyName").and_then(Value::as_str).map(str::to_owned);
     let protection = crate::storage::ProtectionPatch {
         temporary_hold: opt_bool(&body, "temporaryHold")?,
@@ -219,10 +278,13 @@ pub async fn patch(ctx: &Ctx, bucket: &str, name: &str, body: Body, replace: boo
     let bucket_rec = ctx.app.storage.get_bucket(bucket).await?;
     let now = ctx.app.storage.now();
     let storage_class = body.get("storageClass").and_then(Value::as_str).map(str::to_owned);
+    let etags = ctx.etags();
     let rec = ctx
         .app
         .storage
         .update_object_meta(bucket, name, ctx.int("generation")?, &ctx.preconditions("")?, move |rec| {
+            // Checked on the record the update is conditional on (its metageneration).
+            etags.check(&render::etag(rec), false)?;
             // CMEK cannot be set or changed through metadata: rewrite the object instead.
             if let Some(k) = &requested_key {
                 let current = &rec.envelope.key_version;
@@ -248,14 +310,45 @@ pub async fn patch(ctx: &Ctx, bucket: &str, name: &str, body: Body, replace: boo
 }
 
 pub async fn delete(ctx: &Ctx, bucket: &str, name: &str) -> GcsResult<Response> {
-    ctx.app
-        .storage
-        .delete_object(bucket, name, ctx.int("generation")?, &ctx.preconditions("")?)
-        .await?;
+    let generation = ctx.int("generation")?;
+    let mut pre = ctx.preconditions("")?;
+    let etags = ctx.etags();
+    if !etags.is_empty() {
+        // Checked on the current record, then pinned to its generation and
+        // metageneration so the delete fails if it changed in between.
+        let rec = ctx
+            .app
+            .storage
+            .get_object(bucket, name, generation, &Default::default())
+            .await?;
+        etags.check(&render::etag(&rec), false)?;
+        pre.if_generation_match.get_or_insert(rec.generation);
+        pre.if_metageneration_match.get_or_insert(rec.metageneration);
+    }
+    ctx.app.storage.delete_object(bucket, name, generation, &pre).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `objects.move`: an atomic rename within a bucket, keeping data and encryption.
+pub async fn move_object(ctx: &Ctx, bucket: &str, src: &str, dst: &str) -> GcsResult<Response> {
+    let rec = ctx
+        .app
+        .storage
+        .move_object(
+            bucket,
+            src,
+            dst,
+            ctx.preconditions("Source")?,
+            ctx.preconditions("")?,
+            super::may_replace(ctx, bucket),
+        )
+        .await?;
+    let hashes = visible_hashes(ctx, &rec, false)?;
+    Ok(object_response(ctx, &rec, hashes.as_ref()).await)
+}
+
 fn dest_spec(ctx: &Ctx, bucket: &str, name: &str, key_param: &str) -> GcsResult<WriteSpec> {
+    super::acl::refuse_predefined(ctx, super::acl::Target::NewObject)?;
     Ok(WriteSpec {
         bucket: bucket.to_owned(),
         name: name.to_owned(),

@@ -33,19 +33,48 @@ pub fn bucket(b: &Bucket, base: &str) -> Value {
     m.insert("id".into(), json!(b.name));
     m.insert("selfLink".into(), json!(format!("{base}/storage/v1/b/{}", b.name)));
     m.insert("name".into(), json!(b.name));
+    m.insert(
+        "projectNumber".into(),
+        json!(crate::iam::roles::project_number(&b.project).to_string()),
+    );
     m.insert("timeCreated".into(), json!(time(b.time_created)));
     m.insert("updated".into(), json!(time(b.updated)));
     m.insert("metageneration".into(), json!(b.metageneration.to_string()));
     m.insert("location".into(), json!(b.location));
     m.insert("locationType".into(), json!(b.location_type));
     m.insert("storageClass".into(), json!(b.storage_class));
-    m.insert("etag".into(), json!(STANDARD.encode(b.metageneration.to_be_bytes())));
+    m.insert("etag".into(), json!(bucket_etag(b)));
     m.insert("versioning".into(), json!({"enabled": b.versioning}));
     if !b.labels.is_empty() {
         m.insert("labels".into(), json!(b.labels));
     }
+    let mut enc = Map::new();
     if let Some(k) = &b.default_kms_key_name {
-        m.insert("encryption".into(), json!({"defaultKmsKeyName": k}));
+        enc.insert("defaultKmsKeyName".into(), json!(k));
+    }
+    for (kind, field, _) in crate::storage::enforcement::KINDS.iter() {
+        if let Some(c) = b.encryption_enforcement.get(kind) {
+            enc.insert(
+                (*field).into(),
+                json!({"restrictionMode": c.restriction_mode.as_str(), "effectiveTime": time(c.effective_time)}),
+            );
+        }
+    }
+    if !enc.is_empty() {
+        m.insert("encryption".into(), Value::Object(enc));
+    }
+    // IAM only, no ACLs: uniform bucket-level access is on, and locked, from creation.
+    let ubla = json!({"enabled": true, "lockedTime": time(b.time_created)});
+    m.insert(
+        "iamConfiguration".into(),
+        json!({
+            "uniformBucketLevelAccess": ubla,
+            "bucketPolicyOnly": ubla,
+            "publicAccessPrevention": b.public_access_prevention,
+        }),
+    );
+    if let Some(r) = &b.rpo {
+        m.insert("rpo".into(), json!(r));
     }
     if !b.data_locations.is_empty() {
         m.insert(
@@ -97,16 +126,9 @@ pub fn object_in(o: &ObjectRecord, hashes: Option<&ObjectHashes>, base: &str, bu
     m.insert("bucket".into(), json!(o.bucket));
     m.insert("generation".into(), json!(o.generation.to_string()));
     m.insert("metageneration".into(), json!(o.metageneration.to_string()));
-    m.insert(
-        "contentType".into(),
-        json!(
-            o.meta
-                .content_type
-                .clone()
-                .unwrap_or_else(|| "application/octet-stream".into())
-        ),
-    );
+    // Unset stays unset (a compose without contentType); uploads default it when written.
     for (k, v) in [
+        ("contentType", &o.meta.content_type),
         ("contentEncoding", &o.meta.content_encoding),
         ("contentDisposition", &o.meta.content_disposition),
         ("contentLanguage", &o.meta.content_language),
@@ -165,6 +187,12 @@ pub fn object_in(o: &ObjectRecord, hashes: Option<&ObjectHashes>, base: &str, bu
     Value::Object(m)
 }
 
+/// A bucket's ETag: it changes with every metadata change.
+pub fn bucket_etag(b: &Bucket) -> String {
+    STANDARD.encode(b.metageneration.to_be_bytes())
+}
+
+/// An object's ETag: generation and metageneration.
 pub fn etag(o: &ObjectRecord) -> String {
     let mut b = o.generation.to_be_bytes().to_vec();
     b.extend_from_slice(&o.metageneration.to_be_bytes());
