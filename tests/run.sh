@@ -9,8 +9,16 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+# gsutil has dependency pins of its own: a venv of its own.
+gsutil_venv=.venv-gsutil
+if [ ! -x "$gsutil_venv/bin/python" ]; then
+  python3 -m venv "$gsutil_venv"
+fi
+"$gsutil_venv/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements-gsutil.txt
+# The Node clients, exactly as package-lock.json pins them.
+(cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 
 cargo fmt --all -- --check
 # Builds target/release/sealstore once; the Python tests below reuse it.
 cargo test --release
-SEALSTORE_BIN="$PWD/target/release/sealstore" "$venv/bin/pytest" -q tests/clients "$@"
+SEALSTORE_BIN="$PWD/target/release/sealstore" GSUTIL_BIN="$PWD/$gsutil_venv/bin/gsutil" "$venv/bin/pytest" -q tests/clients "$@"
