@@ -22,17 +22,26 @@ fn unauthenticated(path: &str, message: &str) -> Response {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header. The scheme is case-insensitive
+/// (RFC 7235 §2.1), and any run of spaces or tabs may separate it from the token.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim_start().split_once([' ', '\t'])?;
+    let token = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    if path == "/healthz" || path == "/readyz" {
+    // The token endpoint authenticates its own body (the refresh token).
+    if path == "/healthz" || path == "/readyz" || path == super::oauth2::TOKEN_PATH {
         return next.run(req).await;
     }
     let bearer = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(|t| t.trim().to_owned());
+        .and_then(bearer_token)
+        .map(str::to_owned);
     let principal = match bearer {
         Some(token) => {
             let tokens = app.tokens.clone();
@@ -88,5 +97,20 @@ impl AppState {
     pub fn audit(&self, principal: &str, method: &str, resource: &str, permission: &str, outcome: &str) {
         self.audit
             .record(self.clock.now(), principal, method, resource, permission, outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer abc", "bearer abc", "BEARER abc", "BeArEr   abc ", "Bearer\tabc"] {
+            assert_eq!(bearer_token(v), Some("abc"), "{v:?}");
+        }
+        for v in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", ""] {
+            assert_eq!(bearer_token(v), None, "{v:?}");
+        }
     }
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod gcs;
 pub mod kms;
+pub mod oauth2;
 pub mod ops;
 pub mod query;
 
@@ -12,7 +13,7 @@ use crate::clock::Clock;
 use crate::iam::PolicyStore;
 use crate::kms::Kms;
 use axum::Router;
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/sealstore/v1/{*rest}", any(ops::handle))
         .route("/v1/{*rest}", any(kms::handle))
+        .route(oauth2::TOKEN_PATH, post(oauth2::token))
         .route("/storage/v1/{*rest}", any(gcs::json_api))
         .route("/upload/storage/v1/{*rest}", any(gcs::upload_api))
         .route("/resumable/upload/storage/v1/{*rest}", any(gcs::upload_api))

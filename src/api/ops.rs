@@ -34,6 +34,7 @@ const API_PREFIXES: &[&str] = &[
     "healthz",
     "readyz",
     "metrics",
+    "oauth2",
 ];
 
 pub async fn not_found(method: Method, uri: Uri) -> Response {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import PROJECT, Server, project_number, unique_bucket_name
+from conftest import PROJECT, Server, create_token, project_number, revoke_token, unique_bucket_name
 from test_client_compat import make_cert
 
 GSUTIL = os.environ.get("GSUTIL_BIN") or str(Path(__file__).resolve().parents[2] / ".venv-gsutil" / "bin" / "gsutil")
@@ -24,9 +24,11 @@ class Gsutil:
         self.port = server.url.rsplit(":", 1)[1]
         self.home = tmp / "home"
         self.home.mkdir(exist_ok=True)
+        self.token = None
 
-    def config(self, extra_gsutil=""):
-        text = f"""[Credentials]
+    def config(self, extra_gsutil="", extra_sections=""):
+        text = f"""{extra_sections}
+[Credentials]
 gs_json_host = 127.0.0.1
 gs_json_port = {self.port}
 gs_host = 127.0.0.1
@@ -51,10 +53,12 @@ check_hashes = always
         path.write_text(text)
         return path
 
-    def run(self, *args, extra_gsutil="", check=True):
-        env = dict(os.environ, BOTO_CONFIG=str(self.config(extra_gsutil)), HOME=str(self.home), CLOUDSDK_CONFIG=str(self.home / "gcloud"))
+    def run(self, *args, extra_gsutil="", extra_sections="", check=True):
+        env = dict(os.environ, BOTO_CONFIG=str(self.config(extra_gsutil, extra_sections)), HOME=str(self.home), CLOUDSDK_CONFIG=str(self.home / "gcloud"))
         env.pop("STORAGE_EMULATOR_HOST", None)
         cmd = [GSUTIL, "-o", "Credentials:gs_json_host=127.0.0.1"]
+        if self.token:
+            cmd += ["-o", f"Credentials:gs_oauth2_refresh_token={self.token}"]
         out = subprocess.run(cmd + list(args), capture_output=True, text=True, env=env, timeout=300)
         if check:
             assert out.returncode == 0, f"gsutil {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
@@ -152,8 +156,7 @@ def test_kms_encryption_grants_the_numbered_agent_without_auto_grant(tmp_path):
     """`gsutil kms encryption -k` reads the bucket's projectNumber, asks for that project's
     service agent and grants it on the key. With auto-grant off nothing hides a wrong
     agent email: the CMEK upload afterwards works only if the grant named the agent
-    storage really uses. (gsutil cannot carry a static bearer token to the KMS API: its
-    `-h` headers reach storage requests only, so this runs in dev mode.)"""
+    storage really uses. (The token-mode run is the next test.)"""
     cert, key = make_cert(tmp_path)
     s = Server(tmp_path / "data", ["--tls-cert", str(cert), "--tls-key", str(key), "--auto-grant-service-agent=false"]).start()
     try:
@@ -179,3 +182,67 @@ def test_kms_encryption_grants_the_numbered_agent_without_auto_grant(tmp_path):
         assert back.read_bytes() == b"cmek by default"
     finally:
         s.stop()
+
+
+def test_kms_encryption_in_token_mode_through_the_oauth2_token_endpoint(tmp_path):
+    """`--auth token`: gsutil carries a sealstore token as its OAuth2 refresh token
+    (`gs_oauth2_refresh_token`), exchanges it at sealstore's token endpoint
+    (`provider_token_uri`) and sends the access token to storage and to the KMS API alike.
+    No auto-grant runs in token mode, so the CMEK upload after `kms encryption -k` works
+    only if gsutil granted the agent storage really uses."""
+    cert, key = make_cert(tmp_path)
+    data = tmp_path / "data"
+    s = Server(data, ["--auth", "token", "--tls-cert", str(cert), "--tls-key", str(key)]).start()
+    try:
+        token, token_id = create_token(data, "user:ops@example.com", project=PROJECT, role="roles/owner")
+        auth = {"Authorization": f"Bearer {token}"}
+        g = Gsutil(tmp_path, s, cert)
+        creds = (
+            f"[OAuth2]\nprovider_token_uri = {s.url}/oauth2/v4/token\nclient_id = gsutil\nclient_secret = unused\n"
+        )
+        # gsutil reads the refresh token from [Credentials]; -o sets it there.
+        g.token = token
+        bucket = unique_bucket_name()
+        g.run("mb", "-l", "US", f"gs://{bucket}", extra_sections=creds)
+        ring = unique_bucket_name("r")
+        base = f"/v1/projects/{PROJECT}/locations/us/keyRings"
+        assert api(s, cert, "POST", f"{base}?keyRingId={ring}", json={}, headers=auth).status_code == 200
+        r = api(s, cert, "POST", f"{base}/{ring}/cryptoKeys?cryptoKeyId=k", json={"purpose": "ENCRYPT_DECRYPT"}, headers=auth)
+        assert r.status_code == 200, r.text
+        key_name = r.json()["name"]
+        src = tmp_path / "x.bin"
+        src.write_bytes(b"cmek in token mode")
+        g.run("kms", "encryption", "-k", key_name, f"gs://{bucket}", extra_sections=creds)
+        policy = api(s, cert, "GET", f"/v1/{key_name}:getIamPolicy", headers=auth).json()
+        members = [m for b in policy.get("bindings", []) for m in b["members"]]
+        assert members == [f"serviceAccount:service-{project_number(PROJECT)}@gs-project-accounts.iam.gserviceaccount.com"], policy
+        g.run("cp", str(src), f"gs://{bucket}/x.bin", extra_sections=creds)
+        meta = api(s, cert, "GET", f"/storage/v1/b/{bucket}/o/x.bin", headers=auth).json()
+        assert meta["kmsKeyName"].startswith(key_name + "/cryptoKeyVersions/")
+        back = tmp_path / "back.bin"
+        g.run("cp", f"gs://{bucket}/x.bin", str(back), extra_sections=creds)
+        assert back.read_bytes() == b"cmek in token mode"
+        # Without credentials gsutil gets 401; a revoked token no longer exchanges.
+        g.token = None
+        out = g.run("ls", f"gs://{bucket}", extra_sections=creds, check=False)
+        assert out.returncode != 0 and "401" in out.stderr, out.stderr
+        revoke_token(data, token_id)
+        r = api(s, cert, "POST", "/oauth2/v4/token", data={"grant_type": "refresh_token", "refresh_token": token})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
+    finally:
+        s.stop()
+
+
+def test_oauth2_token_endpoint_errors(tmp_path, tls_server):
+    server, cert = tls_server
+    post = lambda form: api(server, cert, "POST", "/oauth2/v4/token", data=form)  # noqa: E731
+    r = post({"grant_type": "refresh_token", "refresh_token": "not-a-token"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    assert "not-a-token" not in r.text
+    r = post({"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": "x"})
+    assert r.status_code == 400 and r.json()["error"] == "unsupported_grant_type"
+    r = post({"refresh_token": "x"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+    r = post({"grant_type": "refresh_token"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+    assert r.headers["Cache-Control"] == "no-store"
