@@ -552,6 +552,31 @@ impl Storage {
         patch: BucketPatch,
         if_metageneration_match: Option<i64>,
     ) -> StorageResult<Bucket> {
+        // Without a metageneration precondition a lost race is retried (see
+        // `update_object_meta`).
+        let mut attempt = 0u32;
+        loop {
+            match self
+                .patch_bucket_once(name, patch.clone(), if_metageneration_match)
+                .await
+            {
+                Err(StorageError::ConcurrentChange(_))
+                    if if_metageneration_match.is_none() && attempt < METADATA_RACE_RETRIES =>
+                {
+                    attempt += 1;
+                    race_backoff(attempt).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn patch_bucket_once(
+        &self,
+        name: &str,
+        patch: BucketPatch,
+        if_metageneration_match: Option<i64>,
+    ) -> StorageResult<Bucket> {
         let mut b = self.get_bucket(name).await?;
         if let Some(m) = if_metageneration_match
             && m != b.metageneration
@@ -1249,19 +1274,32 @@ impl Storage {
         name: &str,
         generation: Option<i64>,
         pre: &Preconditions,
-        change: impl FnOnce(&mut ObjectRecord) -> StorageResult<()> + Send,
+        change: impl Fn(&mut ObjectRecord) -> StorageResult<()> + Send,
     ) -> StorageResult<ObjectRecord> {
-        let mut rec = self
-            .get_object(bucket, name, generation, &Preconditions::default())
-            .await?;
-        pre.check(Some((rec.generation, rec.metageneration)), false)?;
-        let expected = rec.metageneration;
-        change(&mut rec)?;
-        rec.metageneration += 1;
-        rec.updated = self.clock.now();
-        let r = rec.clone();
-        self.blocking(move |m| m.update_object(&r, expected)).await?;
-        Ok(rec)
+        // The write is conditional on the metageneration read. A request that set no
+        // metageneration precondition did not ask to lose a race with another writer:
+        // it re-reads and re-applies its change, as GCS serialises such updates.
+        let retry = pre.if_metageneration_match.is_none() && pre.if_metageneration_not_match.is_none();
+        let mut attempt = 0u32;
+        loop {
+            let mut rec = self
+                .get_object(bucket, name, generation, &Preconditions::default())
+                .await?;
+            pre.check(Some((rec.generation, rec.metageneration)), false)?;
+            let expected = rec.metageneration;
+            change(&mut rec)?;
+            rec.metageneration += 1;
+            rec.updated = self.clock.now();
+            let r = rec.clone();
+            match self.blocking(move |m| m.update_object(&r, expected)).await {
+                Ok(()) => return Ok(rec),
+                Err(StorageError::ConcurrentChange(_)) if retry && attempt < METADATA_RACE_RETRIES => {
+                    attempt += 1;
+                    race_backoff(attempt).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub async fn delete_object(
@@ -1479,4 +1517,22 @@ mod tests {
         assert!(matches!(decode_token(&t).unwrap(), Cursor::After(n, 5) if n == "x"));
         assert!(decode_token("!!").is_err());
     }
+}
+
+/// How often a metadata update without a metageneration precondition re-applies itself
+/// after losing a race with a concurrent writer.
+const METADATA_RACE_RETRIES: u32 = 64;
+
+/// A short, growing, jittered pause so racing writers stop colliding in lock-step.
+async fn race_backoff(attempt: u32) {
+    let jitter = u64::from(rand_u8()) % 4;
+    let ms = u64::from(attempt.min(10)) + jitter;
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
+fn rand_u8() -> u8 {
+    let mut b = [0u8; 1];
+    // Jitter only: a failed draw just means no jitter.
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    b[0]
 }

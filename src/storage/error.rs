@@ -32,6 +32,10 @@ pub enum StorageError {
     Conflict(String),
     #[error("{0}")]
     PreconditionFailed(String),
+    /// A conditional write lost a race: the row changed since it was read. Callers that
+    /// set no precondition of their own retry; otherwise it is a failed precondition.
+    #[error("{0}")]
+    ConcurrentChange(String),
     /// A failed NotMatch precondition on a read.
     #[error("Not Modified")]
     NotModified,

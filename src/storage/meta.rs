@@ -240,7 +240,7 @@ fn update_row(c: &Connection, rec: &ObjectRecord, expected: i64) -> StorageResul
             key_column(rec)
         ])?;
     if n == 0 {
-        return Err(StorageError::PreconditionFailed(
+        return Err(StorageError::ConcurrentChange(
             "The object's metadata changed concurrently (metageneration); retry the request.".into(),
         ));
     }
@@ -319,7 +319,7 @@ impl MetaStore for SqliteMetaStore {
             let current = bucket_doc(c, &b.name)?
                 .ok_or_else(|| StorageError::NotFound(format!("The specified bucket does not exist: {}", b.name)))?;
             if current.metageneration != expected {
-                return Err(StorageError::PreconditionFailed(
+                return Err(StorageError::ConcurrentChange(
                     "At least one of the pre-conditions you specified did not hold (metageneration).".into(),
                 ));
             }

@@ -41,7 +41,7 @@ impl From<StorageError> for GcsError {
             StorageError::BadRequest { reason, .. } => Self::new(StatusCode::BAD_REQUEST, reason, message),
             StorageError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "notFound", message),
             StorageError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
-            StorageError::PreconditionFailed(_) => {
+            StorageError::PreconditionFailed(_) | StorageError::ConcurrentChange(_) => {
                 Self::new(StatusCode::PRECONDITION_FAILED, "conditionNotMet", message)
             }
             StorageError::NotModified => Self::new(StatusCode::NOT_MODIFIED, "notModified", message),
