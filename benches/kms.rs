@@ -77,6 +77,9 @@ fn bench_http() -> f64 {
         token_auth: false,
         audit_stdout: false,
         tls: None,
+        public_url: None,
+        limits: Default::default(),
+        conn: Default::default(),
     };
     let state = sealstore::server::build(&cfg).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -37,15 +37,19 @@ impl AuditLog {
         permission: &str,
         outcome: &str,
     ) {
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "time": time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "principal": principal,
             "method": method,
             "resource": resource,
             "permission": permission,
             "outcome": outcome,
-        })
-        .to_string();
+        });
+        // Background work (scheduled destruction, rotation) has no request.
+        if let Some(id) = crate::request_id::current() {
+            line["requestId"] = serde_json::Value::String(id.to_string());
+        }
+        let line = line.to_string();
         if let Some(f) = &self.file {
             let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = writeln!(f, "{line}") {

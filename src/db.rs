@@ -89,18 +89,26 @@ impl GroupWriter {
                             Err(_) => break,
                         }
                     }
+                    let started = std::time::Instant::now();
+                    metrics::histogram!("sealstore_metadata_commit_batch_size").record(jobs.len() as f64);
                     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
                         let err = CommitError(e.to_string());
                         for job in jobs {
-                            let (_, reply) = job(&conn);
-                            reply(Err(err.clone()));
+                            // The job runs outside a transaction only to hand back its
+                            // reply; its caller gets the error, not its result.
+                            if let Some((_, reply)) = run_guarded(job, &conn) {
+                                reply(Err(err.clone()));
+                            }
                         }
                         continue;
                     }
                     let mut replies = Vec::with_capacity(jobs.len());
                     for job in jobs {
                         let saved = conn.execute_batch("SAVEPOINT job");
-                        let (ok, reply) = job(&conn);
+                        // A panicking job is rolled back alone; its caller sees the
+                        // writer's error (its reply channel closes) and the thread lives on.
+                        let outcome = run_guarded(job, &conn);
+                        let ok = matches!(outcome, Some((true, _)));
                         let undo = if ok {
                             "RELEASE job"
                         } else {
@@ -109,18 +117,29 @@ impl GroupWriter {
                         if saved.is_ok() && conn.execute_batch(undo).is_err() {
                             tracing::error!("could not close a write savepoint");
                         }
-                        replies.push(reply);
+                        if let Some((_, reply)) = outcome {
+                            replies.push(reply);
+                        }
                     }
                     let outcome = conn.execute_batch("COMMIT").map_err(|e| {
                         let _ = conn.execute_batch("ROLLBACK");
                         CommitError(e.to_string())
                     });
+                    metrics::histogram!("sealstore_metadata_commit_seconds").record(started.elapsed().as_secs_f64());
+                    if outcome.is_err() {
+                        metrics::counter!("sealstore_metadata_commit_failures_total").increment(1);
+                    }
                     for reply in replies {
                         reply(outcome.clone());
                     }
                 }
             })?;
         Ok(Self { jobs: tx })
+    }
+
+    /// Whether the writer thread is alive and commits: a no-op write through it.
+    pub fn ping(&self) -> Result<(), CommitError> {
+        self.run(|c| -> Result<(), CommitError> { c.execute_batch("SELECT 1").map_err(|e| CommitError(e.to_string())) })
     }
 
     /// Runs `f` inside the next group transaction and returns its result once the group
@@ -147,6 +166,19 @@ impl GroupWriter {
         }
         rx.recv()
             .unwrap_or_else(|_| Err(E::from(CommitError("the writer thread has stopped".into()))))
+    }
+}
+
+/// Runs one queued write, catching a panic in it (`None`), so one bad write cannot stop
+/// the writer for everyone.
+fn run_guarded(job: Job, conn: &Connection) -> Option<(bool, Reply)> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn))) {
+        Ok(r) => Some(r),
+        Err(_) => {
+            tracing::error!("a metadata write panicked; it was rolled back and the writer goes on");
+            metrics::counter!("sealstore_metadata_write_panics_total").increment(1);
+            None
+        }
     }
 }
 
@@ -216,6 +248,18 @@ mod tests {
         );
         let n: i64 = setup.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 16);
+        // A job that panics fails alone; the writer keeps committing.
+        let r = w.run(|_| -> Result<(), String> { panic!("boom") });
+        assert!(r.is_err());
+        w.ping().unwrap();
+        w.run(|c| -> Result<(), String> {
+            c.execute("INSERT INTO t (k) VALUES (100)", [])
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })
+        .unwrap();
+        let n: i64 = setup.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 17);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

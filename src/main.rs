@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -12,6 +13,15 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log line format on stderr (`RUST_LOG` sets the level, default info).
+    #[arg(
+        long,
+        global = true,
+        env = "SEALSTORE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -184,6 +194,38 @@ struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "SEALSTORE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The URL clients reach this server at (e.g. https://storage.example.com), used in
+    /// Location, selfLink and mediaLink. Without it links name the address a connection
+    /// came in on; a Host header is honoured only when it names one of the two.
+    #[arg(long, env = "SEALSTORE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Seconds a client has to send a request's headers; also how long a kept-alive
+    /// connection may sit idle between requests.
+    #[arg(long, env = "SEALSTORE_HEADER_READ_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout_secs: u64,
+    /// Seconds a request body may go without sending a byte before the request fails (408).
+    #[arg(long, env = "SEALSTORE_BODY_IDLE_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_idle_timeout_secs: u64,
+    /// Connections served at once; beyond it new connections wait in the listen backlog.
+    #[arg(long, env = "SEALSTORE_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Requests handled at once; beyond it a request gets 503 at once.
+    #[arg(long, env = "SEALSTORE_MAX_REQUESTS_IN_FLIGHT", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_requests_in_flight: u64,
+    /// The largest body of a buffered request (KMS, IAM, ops, JSON metadata); larger → 413.
+    /// Media uploads stream and are not limited by it.
+    #[arg(long, env = "SEALSTORE_MAX_REQUEST_BODY_BYTES", default_value_t = 2 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
+    max_request_body_bytes: u64,
+    /// On SIGTERM/SIGINT: seconds requests in flight get to finish, and then re-key
+    /// jobs get to reach a checkpoint.
+    #[arg(long, env = "SEALSTORE_SHUTDOWN_GRACE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    shutdown_grace_secs: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -192,19 +234,29 @@ enum AuthMode {
     Token,
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        // One JSON object per line, with the span fields (request_id, method, uri).
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format);
     match cli.command {
         Command::Serve(args) => {
             let cfg = sealstore::server::ServeConfig {
@@ -223,6 +275,17 @@ fn main() -> anyhow::Result<()> {
                 root_key_file: args.root_key_file,
                 root_key_env: std::env::var("SEALSTORE_ROOT_KEY").ok().map(zeroize::Zeroizing::new),
                 tls: args.tls_cert.zip(args.tls_key),
+                public_url: args.public_url,
+                limits: sealstore::api::Limits {
+                    max_body_bytes: usize::try_from(args.max_request_body_bytes)?,
+                    body_idle_timeout: Duration::from_secs(args.body_idle_timeout_secs),
+                    max_in_flight: usize::try_from(args.max_requests_in_flight)?,
+                },
+                conn: sealstore::http_server::ConnLimits {
+                    header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+                    max_connections: usize::try_from(args.max_connections)?,
+                    shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+                },
             };
             tokio::runtime::Runtime::new()?.block_on(sealstore::server::serve(cfg))
         }

@@ -41,6 +41,12 @@ pub struct ServeConfig {
     pub audit_stdout: bool,
     /// `--tls-cert` and `--tls-key` (PEM): serve HTTPS instead of HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// `--public-url`: the base of the links the API returns.
+    pub public_url: Option<String>,
+    /// Request-level limits (body sizes, body idle timeout, requests in flight).
+    pub limits: crate::api::Limits,
+    /// Connection-level limits (header timeout, connections, shutdown grace).
+    pub conn: crate::http_server::ConnLimits,
 }
 
 /// Opens the blob store named by `--blob-store`.
@@ -177,10 +183,15 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
         audit,
         rewrite_tokens: Arc::new(crate::api::gcs::rewrite_token::RewriteTokens::new(&root)),
         scheme: if cfg.tls.is_some() { "https" } else { "http" },
+        limits: cfg.limits,
+        links: Arc::new(crate::api::links::Links::new(cfg.public_url.as_deref()).map_err(anyhow::Error::msg)?),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_in_flight.max(1))),
     })
 }
 
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    // Installed before anything records, so no early sample is lost.
+    let _ = crate::metrics::handle();
     // A bad certificate or key stops the server before anything else is opened.
     let tls = cfg
         .tls
@@ -237,26 +248,44 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         }
     });
 
+    let storage_for_shutdown = state.storage.clone();
     let app = router(state);
-    match tls {
+    let drained = match tls {
         Some(config) => {
-            axum::serve(crate::tls::TlsListener::new(listener, config)?, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await?
+            crate::http_server::serve(
+                crate::tls::TlsListener::new(listener, config)?,
+                |tls| tls.get_ref().0.local_addr().ok(),
+                app,
+                cfg.conn,
+                shutdown_signal(),
+            )
+            .await
         }
         None => {
-            axum::serve(
+            crate::http_server::serve(
                 // No Nagle delay: a response's headers and streamed body go out at once.
                 axum::serve::ListenerExt::tap_io(listener, |tcp| {
                     if let Err(e) = tcp.set_nodelay(true) {
                         tracing::debug!(error = %e, "could not set TCP_NODELAY");
                     }
                 }),
+                |tcp| tcp.local_addr().ok(),
                 app,
+                cfg.conn,
+                shutdown_signal(),
             )
-            .with_graceful_shutdown(shutdown_signal())
-            .await?
+            .await
         }
+    };
+    if drained {
+        tracing::info!("requests in flight finished");
+    }
+    let still = storage_for_shutdown.pause_rekey_jobs(cfg.conn.shutdown_grace).await;
+    if still > 0 {
+        tracing::warn!(
+            still,
+            "re-key jobs did not reach a checkpoint in time; they resume from their last one"
+        );
     }
     ticker.abort();
     tracing::info!("shut down");

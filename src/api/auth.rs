@@ -15,11 +15,13 @@ pub struct Principal(pub String);
 pub const DEV_PRINCIPAL: &str = "user:dev@localhost";
 
 fn unauthenticated(path: &str, message: &str) -> Response {
-    if path.starts_with("/storage/") || path.starts_with("/upload/") || path.starts_with("/download/") {
-        super::gcs::error::GcsError::new(axum::http::StatusCode::UNAUTHORIZED, "required", message).into_response()
-    } else {
-        RpcError::new(Code::Unauthenticated, message).into_response()
-    }
+    super::observe::error_for_path(
+        path,
+        axum::http::StatusCode::UNAUTHORIZED,
+        "required",
+        Code::Unauthenticated,
+        message,
+    )
 }
 
 /// The token of an `Authorization: Bearer <token>` header. The scheme is case-insensitive
@@ -45,7 +47,7 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
     let principal = match bearer {
         Some(token) => {
             let tokens = app.tokens.clone();
-            match tokio::task::spawn_blocking(move || tokens.authenticate(&token)).await {
+            match crate::request_id::spawn_blocking(move || tokens.authenticate(&token)).await {
                 Ok(Ok(Some(p))) => p,
                 Ok(Ok(None)) => {
                     return unauthenticated(

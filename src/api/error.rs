@@ -23,6 +23,11 @@ pub enum Code {
     Internal,
     Unimplemented,
     Unavailable,
+    /// An over-long request body: HTTP 413, reported as INVALID_ARGUMENT as Google's
+    /// front ends report it.
+    PayloadTooLarge,
+    /// A request body that stopped arriving: HTTP 408.
+    RequestTimeout,
 }
 
 impl Code {
@@ -38,6 +43,8 @@ impl Code {
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -56,6 +63,8 @@ impl Code {
             Code::Internal => "INTERNAL",
             Code::Unimplemented => "UNIMPLEMENTED",
             Code::Unavailable => "UNAVAILABLE",
+            Code::PayloadTooLarge => "INVALID_ARGUMENT",
+            Code::RequestTimeout => "DEADLINE_EXCEEDED",
         }
     }
 }
@@ -142,5 +151,17 @@ impl IntoResponse for RpcError {
             error["details"] = Value::Array(self.details);
         }
         (status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<crate::api::body::BodyError> for RpcError {
+    fn from(e: crate::api::body::BodyError) -> Self {
+        use crate::api::body::BodyError;
+        let message = e.to_string();
+        match e {
+            BodyError::TooLarge(_) => Self::new(Code::PayloadTooLarge, message),
+            BodyError::TimedOut => Self::new(Code::RequestTimeout, message),
+            BodyError::Unreadable(_) => Self::new(Code::InvalidArgument, message),
+        }
     }
 }

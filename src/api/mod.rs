@@ -2,10 +2,13 @@
 //! every official client points at one URL.
 
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod gcs;
 pub mod kms;
+pub mod links;
 pub mod oauth2;
+pub mod observe;
 pub mod ops;
 pub mod query;
 
@@ -36,12 +39,39 @@ pub struct AppState {
     pub rewrite_tokens: Arc<gcs::rewrite_token::RewriteTokens>,
     /// `https` with `--tls-cert`, else `http`: the scheme of the links the API returns.
     pub scheme: &'static str,
+    pub limits: Limits,
+    /// How links are formed (`--public-url`, the Host header's check).
+    pub links: Arc<links::Links>,
+    /// Permits for requests in flight (`Limits::max_in_flight`).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// Request limits (`sealstore serve --help` names the flags).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The largest body a buffered route (KMS, ops, IAM, JSON metadata) reads.
+    pub max_body_bytes: usize,
+    /// A request body that sends nothing for this long fails (408).
+    pub body_idle_timeout: std::time::Duration,
+    /// Requests being handled at once; beyond it → 503 at once, in the API's format.
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 2 * 1024 * 1024,
+            body_idle_timeout: std::time::Duration::from_secs(60),
+            max_in_flight: 512,
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .route("/sealstore/v1/{*rest}", any(ops::handle))
         .route("/v1/{*rest}", any(kms::handle))
         .route(oauth2::TOKEN_PATH, post(oauth2::token))
@@ -53,6 +83,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(ops::panic_response))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            state.limits.body_idle_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::observe))
         .with_state(state)
 }

@@ -9,7 +9,6 @@
 
 use super::AppState;
 use super::query::Query;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -30,7 +29,17 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
         .into_response()
 }
 
-pub async fn token(State(app): State<AppState>, body: Bytes) -> Response {
+pub async fn token(State(app): State<AppState>, body: axum::body::Body) -> Response {
+    let body = match super::body::read_limited(body, app.limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            let status = match e {
+                super::body::BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            return oauth_error(status, "invalid_request", &e.to_string());
+        }
+    };
     // The body is `application/x-www-form-urlencoded`; the refresh token never reaches a
     // log line or an error message.
     let form = match std::str::from_utf8(&body)
@@ -80,7 +89,7 @@ pub async fn token(State(app): State<AppState>, body: Bytes) -> Response {
     let tokens = app.tokens.clone();
     let lookup = {
         let token = token.clone();
-        tokio::task::spawn_blocking(move || tokens.authenticate(&token)).await
+        crate::request_id::spawn_blocking(move || tokens.authenticate(&token)).await
     };
     match lookup {
         Ok(Ok(Some(principal))) => {

@@ -3,7 +3,6 @@
 use super::AppState;
 use super::error::{Code, RpcError};
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
@@ -13,13 +12,65 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when the KMS store answers.
+/// Ready when the KMS store answers, the metadata writer commits and the blob store
+/// answers. Each failure is named (without detail that could hold a secret).
 pub async fn readyz(State(app): State<AppState>) -> Response {
     let kms = app.kms.clone();
-    match tokio::task::spawn_blocking(move || kms.stored_secret("readyz-probe")).await {
-        Ok(Ok(_)) => "ready".into_response(),
-        _ => RpcError::new(Code::Unavailable, "The metadata store is not reachable.").into_response(),
+    let deadline = std::time::Duration::from_secs(5);
+    let kms_ok = matches!(
+        tokio::time::timeout(
+            deadline,
+            crate::request_id::spawn_blocking(move || kms.stored_secret("readyz-probe"))
+        )
+        .await,
+        Ok(Ok(Ok(_)))
+    );
+    if !kms_ok {
+        return RpcError::new(Code::Unavailable, "Not ready: the KMS store is not reachable.").into_response();
     }
+    match tokio::time::timeout(deadline, app.storage.ready()).await {
+        Ok(Ok(())) => "ready".into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            RpcError::new(
+                Code::Unavailable,
+                "Not ready: the metadata writer or the blob store does not answer.",
+            )
+            .into_response()
+        }
+        Err(_) => RpcError::new(Code::Unavailable, "Not ready: the storage checks timed out.").into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus text. In token mode it needs `sealstore.metrics.get` on the
+/// server's own project (`roles/viewer` there grants it).
+pub async fn metrics(
+    State(app): State<AppState>,
+    axum::Extension(principal): axum::Extension<crate::api::auth::Principal>,
+) -> Response {
+    let chain = vec![format!("projects/{}", crate::keyservice::GOOGLE_MANAGED_PROJECT)];
+    if !app.allowed(&principal.0, "sealstore.metrics.get", &chain) {
+        return RpcError::new(
+            Code::PermissionDenied,
+            format!("Permission 'sealstore.metrics.get' denied on resource '{}'.", chain[0]),
+        )
+        .into_response();
+    }
+    let Some(handle) = crate::metrics::handle() else {
+        return RpcError::new(Code::Unavailable, "Metrics are not available in this process.").into_response();
+    };
+    match app.storage.open_sessions().await {
+        Ok(n) => metrics::gauge!("sealstore_upload_sessions_open").set(n as f64),
+        Err(e) => tracing::warn!(error = %e, "could not count upload sessions"),
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
 }
 
 /// Path prefixes of the APIs sealstore serves; anything else would be the XML API.
@@ -64,8 +115,12 @@ pub async fn handle(
     axum::Extension(principal): axum::Extension<crate::api::auth::Principal>,
     method: Method,
     uri: Uri,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let body = match crate::api::body::read_limited(body, app.limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return RpcError::from(e).into_response(),
+    };
     let path = uri.path().to_owned();
     if method == Method::POST && path == "/sealstore/v1/clock:advance" && app.fake_clock {
         // Moving time expires retention and destroys keys: in token mode only an owner of
@@ -130,7 +185,7 @@ pub async fn handle(
             )
             .into_response();
         }
-        let result = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, RpcError> {
+        let result = crate::request_id::spawn_blocking(move || -> Result<serde_json::Value, RpcError> {
             if set {
                 let body = crate::api::kms::json::parse_body(&body)?;
                 let o = crate::api::kms::json::Obj::new(&body);
@@ -169,7 +224,7 @@ async fn advance(app: AppState, body: &[u8]) -> Response {
     let kms = app.kms.clone();
     let offset_ms = app.clock.offset().num_milliseconds();
     let settings = app.settings.clone();
-    let applied = tokio::task::spawn_blocking(move || {
+    let applied = crate::request_id::spawn_blocking(move || {
         settings.set_i64(crate::server::FAKE_CLOCK_OFFSET, offset_ms)?;
         kms.run_due();
         Ok::<_, rusqlite::Error>(())

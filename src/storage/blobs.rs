@@ -151,6 +151,18 @@ impl BlobStore {
 
     /// Writes one part in a single `put` and makes it durable: after this returns, the
     /// part survives a crash or power loss, so a metadata row may reference it.
+    /// Whether the backend answers: a metadata lookup of a name no blob has.
+    pub async fn ping(&self) -> StorageResult<()> {
+        match self
+            .store
+            .head(&object_store::path::Path::from("_sealstore_readyz_probe"))
+            .await
+        {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn put_part(&self, blob_id: &str, part: usize, segments: Vec<Bytes>) -> StorageResult<()> {
         let path = part_path(blob_id, part);
         self.store.put(&path, segments.into_iter().collect()).await?;

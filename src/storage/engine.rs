@@ -53,6 +53,9 @@ pub struct Storage {
     bucket_cache: std::sync::RwLock<std::collections::HashMap<String, Bucket>>,
     /// Cancel flags of the re-key jobs running in this process.
     pub(super) rekey_cancel: std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
+    /// Set at shutdown: running re-key jobs save their cursor and stop, staying RUNNING
+    /// so the next start resumes them.
+    pub(super) rekey_pause: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -251,7 +254,7 @@ fn prefix_successor(p: &str) -> Option<String> {
 
 /// An inline object's sealed data, for a record that was read without it (listings).
 async fn load_inline(meta: Arc<dyn MetaStore>, bucket: String, name: String, generation: i64) -> StorageResult<Bytes> {
-    let rec = tokio::task::spawn_blocking(move || meta.get_object(&bucket, &name, Some(generation)))
+    let rec = crate::request_id::spawn_blocking(move || meta.get_object(&bucket, &name, Some(generation)))
         .await
         .map_err(StorageError::internal)??;
     rec.and_then(|r| r.envelope.inline_data)
@@ -282,6 +285,7 @@ impl Storage {
             active_sessions: Default::default(),
             bucket_cache: Default::default(),
             rekey_cancel: Default::default(),
+            rekey_pause: Default::default(),
             inline_max: SEGMENT,
         })
     }
@@ -356,12 +360,24 @@ impl Storage {
         }
     }
 
+    /// Readiness: the metadata store reads and its writer commits, and the blob store
+    /// answers.
+    pub async fn ready(&self) -> StorageResult<()> {
+        self.blocking(|m| m.ping()).await?;
+        self.blobs.ping().await
+    }
+
+    /// Resumable sessions open now (a metrics gauge).
+    pub async fn open_sessions(&self) -> StorageResult<u64> {
+        self.blocking(|m| m.count_sessions()).await
+    }
+
     pub(super) async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn MetaStore) -> StorageResult<T> + Send + 'static,
     ) -> StorageResult<T> {
         let meta = self.meta.clone();
-        tokio::task::spawn_blocking(move || f(meta.as_ref()))
+        crate::request_id::spawn_blocking(move || f(meta.as_ref()))
             .await
             .map_err(StorageError::internal)?
     }
@@ -1505,20 +1521,6 @@ pub fn apply_protection(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn successor_orders_after_every_extension() {
-        assert_eq!(prefix_successor("a/").as_deref(), Some("a0"));
-        assert!("a/zzz" < "a0");
-        let t = encode_token(&Cursor::After("x".into(), 5));
-        assert!(matches!(decode_token(&t).unwrap(), Cursor::After(n, 5) if n == "x"));
-        assert!(decode_token("!!").is_err());
-    }
-}
-
 /// How often a metadata update without a metageneration precondition re-applies itself
 /// after losing a race with a concurrent writer.
 const METADATA_RACE_RETRIES: u32 = 64;
@@ -1535,4 +1537,18 @@ fn rand_u8() -> u8 {
     // Jitter only: a failed draw just means no jitter.
     let _ = aws_lc_rs::rand::fill(&mut b);
     b[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn successor_orders_after_every_extension() {
+        assert_eq!(prefix_successor("a/").as_deref(), Some("a0"));
+        assert!("a/zzz" < "a0");
+        let t = encode_token(&Cursor::After("x".into(), 5));
+        assert!(matches!(decode_token(&t).unwrap(), Cursor::After(n, 5) if n == "x"));
+        assert!(decode_token("!!").is_err());
+    }
 }

@@ -95,6 +95,10 @@ pub trait MetaStore: Send + Sync {
     fn put_session(&self, s: &UploadSession) -> StorageResult<()>;
     fn get_session(&self, id: &str) -> StorageResult<Option<UploadSession>>;
     fn delete_session(&self, id: &str) -> StorageResult<()>;
+    /// Resumable upload sessions not yet finished or cancelled.
+    fn count_sessions(&self) -> StorageResult<u64>;
+    /// Whether the store answers reads and commits writes (readiness).
+    fn ping(&self) -> StorageResult<()>;
     /// Generations of `bucket` whose key column lies in `[lo, hi)`, after (name, generation).
     fn objects_by_key(
         &self,
@@ -562,6 +566,18 @@ impl MetaStore for SqliteMetaStore {
             .query_row("SELECT doc FROM upload_sessions WHERE id = ?1", [id], |r| r.get(0))
             .optional()?;
         Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
+    }
+
+    fn count_sessions(&self) -> StorageResult<u64> {
+        let n: i64 = self
+            .read()
+            .query_row("SELECT COUNT(*) FROM upload_sessions", [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn ping(&self) -> StorageResult<()> {
+        self.read().query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(self.writer.ping()?)
     }
 
     fn delete_session(&self, id: &str) -> StorageResult<()> {

@@ -178,6 +178,21 @@ impl Storage {
         Ok(job)
     }
 
+    /// Shutdown: asks running jobs to stop at their next checkpoint (they stay RUNNING and
+    /// resume on the next start) and waits up to `deadline` for them. Returns how many
+    /// were still running at the deadline.
+    pub async fn pause_rekey_jobs(&self, deadline: std::time::Duration) -> usize {
+        self.rekey_pause.store(true, Ordering::SeqCst);
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let running = self.rekey_cancel.lock().unwrap_or_else(|e| e.into_inner()).len();
+            if running == 0 || tokio::time::Instant::now() >= until {
+                return running;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Restarts jobs a previous run left RUNNING.
     pub async fn resume_rekey_jobs(self: &Arc<Self>) -> StorageResult<usize> {
         let jobs = self.blocking(|m| m.running_rekey_jobs()).await?;
@@ -267,6 +282,13 @@ impl Storage {
                 )));
             }
             if cancel.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if self.rekey_pause.load(Ordering::SeqCst) {
+                // Shutdown: the cursor names the next page, so this is a checkpoint.
+                job.update_time = self.now();
+                self.save_job(&job).await?;
+                tracing::info!(job = %job.name, "re-key job paused at a checkpoint for shutdown");
                 return Ok(());
             }
             // Objects are independent: several in flight let the metadata writer commit

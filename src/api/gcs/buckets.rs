@@ -279,7 +279,7 @@ fn retention_period(body: &Value) -> GcsResult<Option<Option<i64>>> {
 }
 
 pub async fn create(ctx: &Ctx, body: Body) -> GcsResult<Response> {
-    let body = json_body(body).await?;
+    let body = json_body(body, ctx.app.limits.max_body_bytes).await?;
     unsupported(&body)?;
     super::acl::refuse_predefined(ctx, super::acl::Target::Bucket)?;
     let name = str_field(&body, "name")?
@@ -361,7 +361,7 @@ pub async fn list(ctx: &Ctx) -> GcsResult<Response> {
 
 /// PATCH (`replace = false`) or PUT (`replace = true`).
 pub async fn patch(ctx: &Ctx, name: &str, body: Body, replace: bool) -> GcsResult<Response> {
-    let body = json_body(body).await?;
+    let body = json_body(body, ctx.app.limits.max_body_bytes).await?;
     unsupported(&body)?;
     super::acl::refuse_predefined(ctx, super::acl::Target::Bucket)?;
     let current = ctx.app.storage.get_bucket(name).await?;
@@ -465,7 +465,7 @@ pub async fn get_iam(ctx: &Ctx, bucket: &str) -> GcsResult<Response> {
 
 pub async fn set_iam(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
     let b = ctx.app.storage.get_bucket(bucket).await?;
-    let body = json_body(body).await?;
+    let body = json_body(body, ctx.app.limits.max_body_bytes).await?;
     let policy = crate::api::kms::handlers::parse_policy(&crate::api::kms::json::Obj::new(&body))
         .map_err(|e| GcsError::invalid(e.message))?;
     if b.public_access_prevention == "enforced"

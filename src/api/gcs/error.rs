@@ -124,3 +124,15 @@ impl IntoResponse for GcsError {
 }
 
 pub type GcsResult<T> = Result<T, GcsError>;
+
+impl From<crate::api::body::BodyError> for GcsError {
+    fn from(e: crate::api::body::BodyError) -> Self {
+        use crate::api::body::BodyError;
+        let message = e.to_string();
+        match e {
+            BodyError::TooLarge(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "uploadTooLarge", message),
+            BodyError::TimedOut => Self::new(StatusCode::REQUEST_TIMEOUT, "requestTimeout", message),
+            BodyError::Unreadable(_) => Self::new(StatusCode::BAD_REQUEST, "invalid", message),
+        }
+    }
+}

@@ -112,6 +112,9 @@ fn goog_hash(ctx: &Ctx) -> GcsResult<(Option<u32>, Option<[u8; 16]>)> {
     Ok((crc, md5))
 }
 
+/// The largest metadata part of a multipart upload.
+const MAX_METADATA_PART: usize = 1024 * 1024;
+
 pub async fn upload(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
     // A request naming a session works on that session only: it never starts another
     // one, and its body is data, never metadata. gcsfs sends chunks with POST.
@@ -226,10 +229,17 @@ async fn multipart(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
         .await
         .map_err(bad)?
         .ok_or_else(|| GcsError::invalid("The multipart body has no metadata part."))?;
-    let meta_bytes = meta_field.bytes().await.map_err(bad)?;
-    if meta_bytes.len() > 1024 * 1024 {
-        return Err(GcsError::invalid("The metadata part is larger than 1 MiB."));
+    // Read chunk by chunk so an endless metadata part is refused, not buffered.
+    let mut meta_field = meta_field;
+    let mut meta_bytes = Vec::new();
+    while let Some(chunk) = meta_field.chunk().await.map_err(bad)? {
+        if meta_bytes.len() + chunk.len() > MAX_METADATA_PART {
+            return Err(GcsError::invalid("The metadata part is larger than 1 MiB."));
+        }
+        meta_bytes.extend_from_slice(&chunk);
     }
+    // The field holds multer's state lock until dropped: release it for the next part.
+    drop(meta_field);
     let meta_doc: Value = if meta_bytes.iter().all(u8::is_ascii_whitespace) {
         serde_json::json!({})
     } else {
@@ -281,7 +291,7 @@ async fn multipart(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
 }
 
 async fn start_resumable(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
-    let doc = json_body(body).await?;
+    let doc = json_body(body, ctx.app.limits.max_body_bytes).await?;
     let mut spec = spec_from(ctx, bucket, &doc, ctx.query.get("name"))?;
     if spec.meta.content_type.is_none() {
         spec.meta.content_type = Some(

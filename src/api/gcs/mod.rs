@@ -18,7 +18,7 @@ use crate::storage::StorageError;
 use crate::storage::model::Preconditions;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use error::{GcsError, GcsResult};
@@ -120,7 +120,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn new(app: AppState, principal: String, method: Method, uri: &Uri, headers: HeaderMap) -> GcsResult<Self> {
+    fn new(
+        app: AppState,
+        principal: String,
+        method: Method,
+        uri: &Uri,
+        headers: HeaderMap,
+        base: String,
+    ) -> GcsResult<Self> {
         let query = Query::parse(uri.query()).map_err(GcsError::invalid)?;
         if let Some(alt) = query.get("alt")
             && alt != "json"
@@ -142,12 +149,6 @@ impl Ctx {
                 format!("Invalid value for projection: {p}"),
             ));
         }
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("127.0.0.1")
-            .to_owned();
-        let base = format!("{}://{host}", app.scheme);
         Ok(Self {
             app,
             principal,
@@ -275,14 +276,8 @@ pub fn body_stream(body: Body, content_length: Option<u64>) -> impl Stream<Item 
 }
 
 /// Reads a small JSON body (metadata); empty means `{}`.
-pub async fn json_body(body: Body) -> GcsResult<serde_json::Value> {
-    let bytes = axum::body::to_bytes(body, 16 * 1024 * 1024).await.map_err(|_| {
-        GcsError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "uploadTooLarge",
-            "The JSON request body is too large.",
-        )
-    })?;
+pub async fn json_body(body: Body, limit: usize) -> GcsResult<serde_json::Value> {
+    let bytes = crate::api::body::read_limited(body, limit).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(serde_json::json!({}));
     }
@@ -380,6 +375,7 @@ pub fn may_replace(ctx: &Ctx, bucket: &str) -> bool {
 pub async fn json_api(
     State(app): State<AppState>,
     axum::Extension(principal): axum::Extension<crate::api::auth::Principal>,
+    axum::Extension(base): axum::Extension<crate::api::observe::LinkBase>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -389,7 +385,7 @@ pub async fn json_api(
     let respond = if media { respond_media } else { respond };
     respond(
         async {
-            let ctx = Ctx::new(app, principal.0, method, &uri, headers)?;
+            let ctx = Ctx::new(app, principal.0, method, &uri, headers, base.0)?;
             let rest = uri.path().strip_prefix("/storage/v1/").unwrap_or("");
             let route = parse_route(rest)?;
             let m = ctx.method.clone();
@@ -525,6 +521,7 @@ pub async fn json_api(
 pub async fn upload_api(
     State(app): State<AppState>,
     axum::Extension(principal): axum::Extension<crate::api::auth::Principal>,
+    axum::Extension(base): axum::Extension<crate::api::observe::LinkBase>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -538,7 +535,7 @@ pub async fn upload_api(
     let respond = if chunk { respond_media } else { respond };
     respond(
         async {
-            let ctx = Ctx::new(app, principal.0, method, &uri, headers)?;
+            let ctx = Ctx::new(app, principal.0, method, &uri, headers, base.0)?;
             // apitools (gsutil) starts large uploads under `/resumable/upload/...`.
             let path = uri.path();
             let rest = path
@@ -569,13 +566,14 @@ pub async fn upload_api(
 pub async fn download_api(
     State(app): State<AppState>,
     axum::Extension(principal): axum::Extension<crate::api::auth::Principal>,
+    axum::Extension(base): axum::Extension<crate::api::observe::LinkBase>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     respond_media(
         async {
-            let ctx = Ctx::new(app, principal.0, method, &uri, headers)?;
+            let ctx = Ctx::new(app, principal.0, method, &uri, headers, base.0)?;
             let rest = uri.path().strip_prefix("/download/storage/v1/").unwrap_or("");
             match parse_route(rest)? {
                 Route::Object(b, o) if ctx.method == Method::GET || ctx.method == Method::HEAD => {

@@ -265,7 +265,7 @@ pub async fn list(ctx: &Ctx, bucket: &str) -> GcsResult<Response> {
 
 /// PATCH (`replace = false`) or PUT (`replace = true`) of an object's metadata.
 pub async fn patch(ctx: &Ctx, bucket: &str, name: &str, body: Body, replace: bool) -> GcsResult<Response> {
-    let body = json_body(body).await?;
+    let body = json_body(body, ctx.app.limits.max_body_bytes).await?;
     check_fields(&body, super::acl::Target::Object)?;
     super::acl::refuse_predefined(ctx, super::acl::Target::Object)?;
     let requested_key = body.get("kmsKeyName").and_then(Value::as_str).map(str::to_owned);
@@ -375,7 +375,7 @@ pub async fn copy(
     dst: &str,
     body: Body,
 ) -> GcsResult<Response> {
-    let body = json_body(body).await?;
+    let body = json_body(body, ctx.app.limits.max_body_bytes).await?;
     check_unsupported(&body)?;
     let source = ctx
         .app
@@ -405,7 +405,7 @@ pub async fn copy(
 }
 
 pub async fn compose(ctx: &Ctx, bucket: &str, dest: &str, body: Body) -> GcsResult<Response> {
-    let body = json_body(body).await?;
+    let body = json_body(body, ctx.app.limits.max_body_bytes).await?;
     let sources = match body.get("sourceObjects") {
         Some(Value::Array(a)) if !a.is_empty() => a,
         _ => {
@@ -506,7 +506,7 @@ pub async fn rewrite(
     dst: &str,
     body: Body,
 ) -> GcsResult<Response> {
-    let body = json_body(body).await?;
+    let body = json_body(body, ctx.app.limits.max_body_bytes).await?;
     let source_key = ctx.csek("x-goog-copy-source-encryption")?;
     let dest_key_name = super::media::key_param(ctx, "destinationKmsKeyName")?;
     let max = match ctx.int("maxBytesRewrittenPerCall")? {

@@ -121,8 +121,12 @@ pub async fn handle(
     axum::Extension(principal): axum::Extension<crate::api::auth::Principal>,
     method: Method,
     uri: Uri,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let body = match crate::api::body::read_limited(body, app.limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return RpcError::from(e).into_response(),
+    };
     let parsed = (|| {
         let query = Query::parse(uri.query()).map_err(RpcError::invalid)?;
         let (target, verb) = parse_path(uri.path())?;
@@ -143,7 +147,7 @@ pub async fn handle(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    match tokio::task::spawn_blocking(move || {
+    match crate::request_id::spawn_blocking(move || {
         let resource = req.target.resource();
         let method_name = format!(
             "{} {}{}",
