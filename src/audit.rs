@@ -13,7 +13,10 @@ pub struct AuditLog {
 
 impl AuditLog {
     pub fn open(path: &std::path::Path, stdout: bool) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        // Audit records name principals and resources: owner-only, like the database.
+        let file =
+            std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().create(true).append(true), 0o600)
+                .open(path)?;
         Ok(Self {
             file: Some(Mutex::new(file)),
             stdout,

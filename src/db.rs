@@ -6,6 +6,13 @@ use std::path::Path;
 /// WAL for concurrent readers; `synchronous=FULL` so an acknowledged write survives a
 /// crash; `secure_delete` so erased key material is overwritten, not left in free pages.
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
+    // Created 0600 first: SQLite gives its WAL and shm files the database file's mode.
+    crate::files::private_file(path).map_err(|e| {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!("creating {}: {e}", path.display())),
+        )
+    })?;
     let conn = Connection::open(path)?;
     configure(&conn)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -86,7 +86,11 @@ impl KmsKeyService {
         ];
         let (result, outcome) = match crate::iam::has_permission(&self.policies, &agent, &chain, permission) {
             Ok(true) => (Ok(()), "OK"),
-            Ok(false) => (Err(KeyError::PermissionDenied), "DENIED"),
+            Ok(false) => {
+                let op = if permission == USE_TO_ENCRYPT { "wrap" } else { "unwrap" };
+                metrics::counter!("sealstore_cmek_denied_total", "operation" => op).increment(1);
+                (Err(KeyError::PermissionDenied), "DENIED")
+            }
             Err(e) => (Err(KeyError::Internal(e.to_string())), "INTERNAL"),
         };
         // Every use of a customer key by storage is a key use: audited.
@@ -139,10 +143,9 @@ impl KeyService for KmsKeyService {
                 (key, name.clone())
             }
         };
-        let out = self
-            .kms
-            .encrypt(&key, None, dek, aad)
-            .map_err(|e| key_error(e, &label))?;
+        let out = self.kms.encrypt(&key, None, dek, aad);
+        crate::metrics::kms_op("storage", "wrap", "ENCRYPT_DECRYPT", outcome_of(&out));
+        let out = out.map_err(|e| key_error(e, &label))?;
         Ok(WrappedDek {
             key_version: out.version.to_string(),
             ciphertext: out.ciphertext,
@@ -160,10 +163,17 @@ impl KeyService for KmsKeyService {
         if version.key != self.google {
             self.check_agent(project, &version.key, USE_TO_DECRYPT)?;
         }
-        let out = self
-            .kms
-            .decrypt(&version.key, wrapped, aad)
-            .map_err(|e| key_error(e, key_version))?;
+        let out = self.kms.decrypt(&version.key, wrapped, aad);
+        crate::metrics::kms_op("storage", "unwrap", "ENCRYPT_DECRYPT", outcome_of(&out));
+        let out = out.map_err(|e| key_error(e, key_version))?;
         Ok(out.plaintext)
+    }
+}
+
+/// The metrics outcome label of a KMS call.
+fn outcome_of<T>(r: &Result<T, crate::kms::KmsError>) -> &'static str {
+    match r {
+        Ok(_) => "OK",
+        Err(e) => crate::api::error::RpcError::code_name_of(e),
     }
 }

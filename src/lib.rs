@@ -6,6 +6,7 @@ pub mod audit;
 pub mod client;
 pub mod clock;
 pub mod db;
+pub mod files;
 pub mod http_server;
 pub mod iam;
 pub mod keyservice;

@@ -94,7 +94,7 @@ enum TokenCommand {
 }
 
 fn token_store(dir: &DataDirArgs) -> anyhow::Result<(sealstore::iam::tokens::TokenStore, std::path::PathBuf)> {
-    std::fs::create_dir_all(&dir.data_dir)?;
+    sealstore::files::private_dir(&dir.data_dir)?;
     let env = std::env::var("SEALSTORE_ROOT_KEY").ok().map(zeroize::Zeroizing::new);
     let root = sealstore::server::root_key_for(
         &dir.data_dir,

@@ -46,3 +46,30 @@ pub fn connection_opened() {
 pub fn connection_closed() {
     metrics::gauge!("sealstore_connections_open").decrement(1.0);
 }
+
+/// A KMS crypto verb as `(operation, key purpose)` labels; `None` for other methods.
+pub fn kms_operation(verb: &str) -> Option<(&'static str, &'static str)> {
+    Some(match verb {
+        "encrypt" => ("encrypt", "ENCRYPT_DECRYPT"),
+        "decrypt" => ("decrypt", "ENCRYPT_DECRYPT"),
+        "rawEncrypt" => ("rawEncrypt", "RAW_ENCRYPT_DECRYPT"),
+        "rawDecrypt" => ("rawDecrypt", "RAW_ENCRYPT_DECRYPT"),
+        "asymmetricSign" => ("asymmetricSign", "ASYMMETRIC_SIGN"),
+        "asymmetricDecrypt" => ("asymmetricDecrypt", "ASYMMETRIC_DECRYPT"),
+        "macSign" => ("macSign", "MAC"),
+        "macVerify" => ("macVerify", "MAC"),
+        _ => return None,
+    })
+}
+
+/// One KMS key operation: `caller` is `api` (a client) or `storage` (data keys).
+pub fn kms_op(caller: &'static str, operation: &'static str, purpose: &'static str, outcome: &'static str) {
+    metrics::counter!(
+        "sealstore_kms_operations_total",
+        "caller" => caller,
+        "operation" => operation,
+        "purpose" => purpose,
+        "outcome" => outcome
+    )
+    .increment(1);
+}

@@ -62,7 +62,7 @@ fn blob_store(spec: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<
 /// A local blob directory. Staging files of multipart writes (`name#id`) that a crash
 /// left behind are removed first: nothing is writing at start-up.
 fn local_store(path: std::path::PathBuf) -> anyhow::Result<BlobStore> {
-    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    crate::files::private_dir(&path).with_context(|| format!("creating {}", path.display()))?;
     // The blob directory's own entry must be durable before any blob in it is.
     for dir in [
         Some(path.as_path()),
@@ -129,7 +129,7 @@ pub fn root_key_for(
 
 /// Builds the application state from the data dir.
 pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    crate::files::private_dir(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let root = load_root_key(cfg)?;
     let db_path = cfg.data_dir.join("sealstore.db");
     let settings = Arc::new(crate::db::Settings::new(crate::db::open(&db_path)?)?);
@@ -163,6 +163,11 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
     )?);
     let meta = Arc::new(crate::storage::meta::SqliteMetaStore::open(&db_path)?);
     let blobs = blob_store(cfg.blob_store.as_deref(), &cfg.data_dir)?;
+    let blob_dir = match cfg.blob_store.as_deref() {
+        None => Some(cfg.data_dir.join("blobs")),
+        Some(s) => s.strip_prefix("file://").map(PathBuf::from),
+    };
+    crate::files::warn_loose(&cfg.data_dir, blob_dir.as_deref());
     let storage = Arc::new(
         crate::storage::Storage::new(meta.clone(), blobs, keys, clock.clone())?.with_inline_max(cfg.inline_max_bytes),
     );

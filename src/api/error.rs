@@ -103,6 +103,22 @@ impl RpcError {
     }
 }
 
+impl RpcError {
+    /// The status name a KMS error maps to, without building the error (metrics labels).
+    pub fn code_name_of(e: &KmsError) -> &'static str {
+        match e {
+            KmsError::InvalidArgument(_) | KmsError::DecryptionFailed => Code::InvalidArgument.name(),
+            KmsError::NotFound(_) => Code::NotFound.name(),
+            KmsError::AlreadyExists(_) => Code::AlreadyExists.name(),
+            KmsError::FailedPrecondition(_) | KmsError::NotEnabled { .. } => Code::FailedPrecondition.name(),
+            KmsError::Unimplemented(_) => Code::Unimplemented.name(),
+            KmsError::ResourceExhausted(_) => Code::ResourceExhausted.name(),
+            KmsError::PermissionDenied(_) => Code::PermissionDenied.name(),
+            KmsError::Internal(_) => Code::Internal.name(),
+        }
+    }
+}
+
 impl From<KmsError> for RpcError {
     fn from(e: KmsError) -> Self {
         let message = e.to_string();

@@ -212,7 +212,11 @@ impl Storage {
         let storage = self.clone();
         tokio::spawn(async move {
             let name = job.name.clone();
-            if let Err(e) = storage.run_job(job, &flag).await {
+            let running = metrics::gauge!("sealstore_rekey_jobs_running");
+            running.increment(1.0);
+            let result = storage.run_job(job, &flag).await;
+            running.decrement(1.0);
+            if let Err(e) = result {
                 tracing::error!(job = %name, error = %e, "re-key job failed");
                 if let Ok(mut j) = storage.get_rekey_job(&name).await
                     && j.state == JobState::Running
@@ -315,12 +319,16 @@ impl Storage {
                     Ok(Outcome::Done | Outcome::Rewrap(..)) => {
                         job.counters.rewritten += 1;
                         job.counters.bytes += rec.size;
+                        metrics::counter!("sealstore_rekey_objects_total", "result" => "rewritten").increment(1);
+                        metrics::counter!("sealstore_rekey_bytes_total").increment(rec.size);
                     }
                     Ok(Outcome::Skipped(reason)) => {
+                        metrics::counter!("sealstore_rekey_objects_total", "result" => "skipped").increment(1);
                         job.counters.skipped += 1;
                         *job.skipped.entry((*reason).to_owned()).or_default() += 1;
                     }
                     Err(e) => {
+                        metrics::counter!("sealstore_rekey_objects_total", "result" => "failed").increment(1);
                         job.counters.failed += 1;
                         if job.failures.len() < MAX_FAILURES {
                             job.failures.push(Failure {

@@ -57,7 +57,7 @@ ProtectionLevel = kms.ProtectionLevel
 ONE_DAY_S = 86_400
 THIRTY_DAYS_S = 30 * ONE_DAY_S
 
-_LISTENING_RE = re.compile(r"listening on (https?://\S+)")
+_LISTENING_RE = re.compile(r"listening on (https?://[^\s\"',;)]+)")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 

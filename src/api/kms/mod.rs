@@ -170,7 +170,15 @@ pub async fn handle(
         let audited = authz::audited(&req);
         let principal = req.principal.clone();
         let permission = authz::requirements(&req).first().map(|(p, _)| *p).unwrap_or("");
+        let op = req.verb.as_deref().and_then(crate::metrics::kms_operation);
         let result = handlers::dispatch(&app, req).map_err(|e| e.naming(&resource));
+        if let Some((operation, purpose)) = op {
+            let outcome = match &result {
+                Ok(_) => "OK",
+                Err(e) => e.code.name(),
+            };
+            crate::metrics::kms_op("api", operation, purpose, outcome);
+        }
         if audited {
             let outcome = match &result {
                 Ok(_) => "OK".to_owned(),
