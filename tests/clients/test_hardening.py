@@ -516,3 +516,44 @@ def test_shutdown_pauses_rekey_jobs_at_a_checkpoint(tmp_path, monkeypatch):
         assert int(job["counters"]["scanned"]) >= 1500, job
     finally:
         s.stop()
+
+
+# ---- 2: client numbers never overflow into a 500 ---------------------------------------
+
+
+def test_huge_client_numbers_get_4xx_never_5xx(server):
+    u = server.url
+    bucket = new_bucket(server)
+    put_object(server, bucket, "o", b"0123456789")
+    big, huge, neg = "18446744073709551615", "99999999999999999999999", "-9223372036854775808"
+    calls = [
+        ("GET", f"/download/storage/v1/b/{bucket}/o/o?alt=media", {"headers": {"Range": f"bytes=3-{big}"}}),
+        ("GET", f"/download/storage/v1/b/{bucket}/o/o?alt=media", {"headers": {"Range": f"bytes={big}-"}}),
+        ("GET", f"/download/storage/v1/b/{bucket}/o/o?alt=media", {"headers": {"Range": f"bytes=-{big}"}}),
+        ("GET", f"/storage/v1/b/{bucket}/o?maxResults={big}", {}),
+        ("GET", f"/storage/v1/b/{bucket}/o?maxResults={neg}", {}),
+        ("GET", f"/storage/v1/b/{bucket}/o/o?generation={huge}", {}),
+        ("GET", f"/storage/v1/b/{bucket}/o/o?ifGenerationMatch={neg}", {}),
+        ("POST", f"/storage/v1/b/{bucket}/o/o/rewriteTo/b/{bucket}/o/p?maxBytesRewrittenPerCall={big}", {"json": {}}),
+        ("PATCH", f"/storage/v1/b/{bucket}", {"json": {"retentionPolicy": {"retentionPeriod": big}}}),
+        ("PATCH", f"/storage/v1/b/{bucket}", {"json": {"retentionPolicy": {"retentionPeriod": 1e300}}}),
+        ("GET", f"/v1/projects/p/locations/us/keyRings?pageSize={big}", {}),
+        ("POST", "/sealstore/v1/clock:advance", {"json": {"seconds": big}}),
+    ]
+    loc = start_resumable(server, bucket)
+    calls += [
+        ("PUT", loc[len(u):], {"headers": {"Content-Range": f"bytes 0-{big}/*"}, "data": b"x"}),
+        ("PUT", loc[len(u):], {"headers": {"Content-Range": f"bytes {big}-*/*"}, "data": b"x"}),
+        ("PUT", loc[len(u):], {"headers": {"Content-Range": f"bytes 0-0/{huge}"}, "data": b"x"}),
+    ]
+    ring = requests.post(f"{u}/v1/projects/p/locations/us/keyRings?keyRingId=r", json={}, timeout=T).json()["name"]
+    for field in ("rotationPeriod", "destroyScheduledDuration"):
+        for value in (f"{big}s", f"{huge}s", "9223372036854775807s", "-1s"):
+            body = {"purpose": "ENCRYPT_DECRYPT", field: value}
+            if field == "rotationPeriod":
+                body["nextRotationTime"] = "2030-01-01T00:00:00Z"
+            calls.append(("POST", f"/v1/{ring}/cryptoKeys?cryptoKeyId=k{abs(hash((field, value)))}", {"json": body}))
+    for method, path, kw in calls:
+        r = requests.request(method, f"{u}{path}", timeout=T, **kw)
+        assert r.status_code < 500, (method, path, kw, r.status_code, r.text)
+    assert requests.get(f"{u}/storage/v1/b/{bucket}/o/o", timeout=T).status_code == 200

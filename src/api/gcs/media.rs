@@ -491,4 +491,23 @@ mod tests {
         assert!(boundary(Some("multipart/form-data; boundary=x")).is_err());
         assert!(boundary(Some("multipart/related")).is_err());
     }
+
+    proptest::proptest! {
+        /// Fuzz: any Range header against any size yields the whole object, a range
+        /// inside it, or 416, never a panic or an out-of-bounds range.
+        #[test]
+        fn range_headers_stay_in_bounds(
+            h in proptest::prop_oneof![
+                proptest::string::string_regex("bytes=[0-9]{0,21}-[0-9]{0,21}").unwrap(),
+                proptest::string::string_regex("bytes=[0-9, -]{0,30}").unwrap(),
+                proptest::prelude::any::<String>(),
+            ],
+            size in proptest::prop_oneof![0u64..4096, proptest::prelude::any::<u64>()],
+        ) {
+            if let Ok(Some((start, end))) = parse_range(Some(&h), size) {
+                proptest::prop_assert!(start < end || size == 0, "{h:?} {size}: {start}..{end}");
+                proptest::prop_assert!(end <= size);
+            }
+        }
+    }
 }
