@@ -8,7 +8,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
@@ -133,13 +132,10 @@ pub async fn observe(State(app): State<AppState>, req: Request, next: Next) -> R
         .and_then(|h| h.to_str().ok());
     let base = app.links.base(app.scheme, host, local);
     parts.extensions.insert(LinkBase(base));
-    let bytes_in = metrics::counter!("sealstore_http_request_bytes_total", "api" => api);
-    let body = Body::new(body.map_frame(move |f| {
-        if let Some(d) = f.data_ref() {
-            bytes_in.increment(d.len() as u64);
-        }
-        f
-    }));
+    let body = Body::new(Counted {
+        inner: body,
+        counter: metrics::counter!("sealstore_http_request_bytes_total", "api" => api),
+    });
     let req = Request::from_parts(parts, body);
     let mut resp = crate::request_id::scope(id.clone(), next.run(req).instrument(span.clone())).await;
     let status = resp.status();
@@ -160,15 +156,41 @@ pub async fn observe(State(app): State<AppState>, req: Request, next: Next) -> R
         }
     });
     set_id(&mut resp, &id);
-    let bytes_out = metrics::counter!("sealstore_http_response_bytes_total", "api" => api);
-    resp.map(|b| {
-        Body::new(b.map_frame(move |f| {
-            if let Some(d) = f.data_ref() {
-                bytes_out.increment(d.len() as u64);
-            }
-            f
-        }))
-    })
+    let counter = metrics::counter!("sealstore_http_response_bytes_total", "api" => api);
+    resp.map(|inner| Body::new(Counted { inner, counter }))
+}
+
+/// A body that counts its data bytes as they stream. It forwards the size hint, so a
+/// response keeps its `Content-Length` (and is not re-framed as chunked).
+struct Counted {
+    inner: Body,
+    counter: metrics::Counter,
+}
+
+impl axum::body::HttpBody for Counted {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(f))) = &polled
+            && let Some(d) = f.data_ref()
+        {
+            self.counter.increment(d.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 fn set_id(resp: &mut Response, id: &Arc<str>) {

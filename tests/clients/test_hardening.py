@@ -557,3 +557,13 @@ def test_huge_client_numbers_get_4xx_never_5xx(server):
         r = requests.request(method, f"{u}{path}", timeout=T, **kw)
         assert r.status_code < 500, (method, path, kw, r.status_code, r.text)
     assert requests.get(f"{u}/storage/v1/b/{bucket}/o/o", timeout=T).status_code == 200
+
+
+def test_responses_keep_their_content_length(server):
+    """The metrics layer counts bytes without re-framing bodies as chunked."""
+    bucket = new_bucket(server)
+    put_object(server, bucket, "o", b"0123456789")
+    for path in (f"/storage/v1/b/{bucket}/o/o", f"/download/storage/v1/b/{bucket}/o/o?alt=media", "/healthz"):
+        r = requests.get(f"{server.url}{path}", timeout=T)
+        assert r.headers.get("content-length") == str(len(r.content)), (path, r.headers)
+        assert "transfer-encoding" not in r.headers
