@@ -245,10 +245,16 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         loop {
             tick.tick().await;
             let k = kms.clone();
-            let _ = tokio::task::spawn_blocking(move || k.run_due()).await;
+            if let Err(e) = tokio::task::spawn_blocking(move || k.run_due()).await {
+                tracing::error!(error = %e, "scheduled KMS transitions panicked; retrying next tick");
+            }
             n += 1;
             if n.is_multiple_of(600) {
-                let _ = storage.sweep(chrono::Utc::now() - chrono::TimeDelta::hours(1)).await;
+                match storage.sweep(chrono::Utc::now() - chrono::TimeDelta::hours(1)).await {
+                    Ok(0) => {}
+                    Ok(swept) => tracing::info!(swept, "removed unreferenced blobs"),
+                    Err(e) => tracing::error!(error = %e, "blob sweep failed; retrying in ten minutes"),
+                }
             }
         }
     });

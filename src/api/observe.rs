@@ -4,6 +4,7 @@
 use super::AppState;
 use super::error::{Code, RpcError};
 use axum::body::Body;
+use axum::body::HttpBody;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -132,9 +133,11 @@ pub async fn observe(State(app): State<AppState>, req: Request, next: Next) -> R
         .and_then(|h| h.to_str().ok());
     let base = app.links.base(app.scheme, host, local);
     parts.extensions.insert(LinkBase(base));
+    let body_done = Arc::new(std::sync::atomic::AtomicBool::new(body.is_end_stream()));
     let body = Body::new(Counted {
         inner: body,
         counter: metrics::counter!("sealstore_http_request_bytes_total", "api" => api),
+        done: Some(body_done.clone()),
     });
     let req = Request::from_parts(parts, body);
     let mut resp = crate::request_id::scope(id.clone(), next.run(req).instrument(span.clone())).await;
@@ -156,8 +159,21 @@ pub async fn observe(State(app): State<AppState>, req: Request, next: Next) -> R
         }
     });
     set_id(&mut resp, &id);
+    if !body_done.load(std::sync::atomic::Ordering::SeqCst) {
+        // The handler answered without reading the whole request body (an early
+        // refusal). The connection cannot be reused, so say so: a client that reuses
+        // it would otherwise find it closed under its next request.
+        resp.headers_mut()
+            .insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let counter = metrics::counter!("sealstore_http_response_bytes_total", "api" => api);
-    resp.map(|inner| Body::new(Counted { inner, counter }))
+    resp.map(|inner| {
+        Body::new(Counted {
+            inner,
+            counter,
+            done: None,
+        })
+    })
 }
 
 /// A body that counts its data bytes as they stream. It forwards the size hint, so a
@@ -165,6 +181,8 @@ pub async fn observe(State(app): State<AppState>, req: Request, next: Next) -> R
 struct Counted {
     inner: Body,
     counter: metrics::Counter,
+    /// Set once the body has been read to its end (request bodies only).
+    done: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl axum::body::HttpBody for Counted {
@@ -176,10 +194,23 @@ impl axum::body::HttpBody for Counted {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(f))) = &polled
-            && let Some(d) = f.data_ref()
-        {
-            self.counter.increment(d.len() as u64);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    self.counter.increment(d.len() as u64);
+                }
+                if self.inner.is_end_stream()
+                    && let Some(done) = &self.done
+                {
+                    done.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            std::task::Poll::Ready(None) => {
+                if let Some(done) = &self.done {
+                    done.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            _ => {}
         }
         polled
     }

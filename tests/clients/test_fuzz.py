@@ -153,7 +153,9 @@ def test_random_kms_ciphertexts_and_import_blobs(fuzz_env):
                 if ct == bytes(raw):
                     continue  # the flips cancelled out
             r = sess.post(f"{s.url}/v1/{key}:decrypt", json={"ciphertext": base64.b64encode(ct).decode()}, timeout=T)
-            assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT", r.text
+            # INVALID_ARGUMENT, or FAILED_PRECONDITION when the bytes happen to name a
+            # version of the key that is not enabled (the import loop makes such versions).
+            assert r.status_code == 400 and r.json()["error"]["status"] in ("INVALID_ARGUMENT", "FAILED_PRECONDITION"), r.text
             blob = os.urandom(rng.choice([0, 1, 16, 255, 384, 384 + 40, 384 + 1300, 5000]))
             r = sess.post(
                 f"{s.url}/v1/{key}/cryptoKeyVersions:import",

@@ -567,3 +567,19 @@ def test_responses_keep_their_content_length(server):
         r = requests.get(f"{server.url}{path}", timeout=T)
         assert r.headers.get("content-length") == str(len(r.content)), (path, r.headers)
         assert "transfer-encoding" not in r.headers
+
+
+def test_an_early_refusal_closes_the_connection_it_cannot_reuse(server):
+    """A request refused before its body was read says `Connection: close`, so a
+    keep-alive client does not send its next request into a closing socket."""
+    bucket = new_bucket(server)
+    loc = start_resumable(server, bucket)
+    with requests.Session() as sess:
+        for i in range(30):
+            r = sess.put(loc, data=os.urandom(5000), headers={"Content-Range": "bytes nonsense"}, timeout=T)
+            assert r.status_code == 400
+            assert r.headers.get("connection", "").lower() == "close", r.headers
+            assert sess.get(f"{server.url}/healthz", timeout=T).status_code == 200
+        # A request whose body was read keeps its connection.
+        r = sess.post(f"{server.url}/upload/storage/v1/b/{bucket}/o?uploadType=media&name=k", data=b"x", timeout=T)
+        assert r.status_code == 200 and r.headers.get("connection", "").lower() != "close"
