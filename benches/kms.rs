@@ -80,6 +80,7 @@ fn bench_http() -> f64 {
         public_url: None,
         limits: Default::default(),
         conn: Default::default(),
+        lifecycle: Default::default(),
     };
     let state = sealstore::server::build(&cfg).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -226,6 +226,14 @@ struct ServeArgs {
     #[arg(long, env = "SEALSTORE_SHUTDOWN_GRACE_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     shutdown_grace_secs: u64,
+    /// Seconds between steps of the background lifecycle worker.
+    #[arg(long, env = "SEALSTORE_LIFECYCLE_INTERVAL_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    lifecycle_interval_secs: u64,
+    /// Pages of 500 generations each lifecycle step judges at most.
+    #[arg(long, env = "SEALSTORE_LIFECYCLE_PAGES_PER_STEP", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    lifecycle_pages_per_step: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -280,6 +288,10 @@ fn main() -> anyhow::Result<()> {
                     max_body_bytes: usize::try_from(args.max_request_body_bytes)?,
                     body_idle_timeout: Duration::from_secs(args.body_idle_timeout_secs),
                     max_in_flight: usize::try_from(args.max_requests_in_flight)?,
+                },
+                lifecycle: sealstore::server::LifecyclePace {
+                    interval_secs: args.lifecycle_interval_secs,
+                    pages_per_step: usize::try_from(args.lifecycle_pages_per_step)?,
                 },
                 conn: sealstore::http_server::ConnLimits {
                     header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),

@@ -47,6 +47,25 @@ pub struct ServeConfig {
     pub limits: crate::api::Limits,
     /// Connection-level limits (header timeout, connections, shutdown grace).
     pub conn: crate::http_server::ConnLimits,
+    /// How the background lifecycle worker paces itself.
+    pub lifecycle: LifecyclePace,
+}
+
+/// The background lifecycle worker's pace: a step every `interval_secs`, each judging at
+/// most `pages_per_step` pages of 500 generations.
+#[derive(Clone, Copy, Debug)]
+pub struct LifecyclePace {
+    pub interval_secs: u64,
+    pub pages_per_step: usize,
+}
+
+impl Default for LifecyclePace {
+    fn default() -> Self {
+        Self {
+            interval_secs: 10,
+            pages_per_step: 20,
+        }
+    }
 }
 
 /// Opens the blob store named by `--blob-store`.
@@ -239,6 +258,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     // and a sweep of unreferenced blobs older than an hour every ten minutes.
     let kms = state.kms.clone();
     let storage = state.storage.clone();
+    let app_for_ticker = state.clone();
+    let lifecycle = cfg.lifecycle;
     let ticker = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut n: u64 = 0;
@@ -249,6 +270,17 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "scheduled KMS transitions panicked; retrying next tick");
             }
             n += 1;
+            // Lifecycle: a bounded step every interval, resuming from its cursor, so a
+            // million objects never stall the server.
+            if n.is_multiple_of(lifecycle.interval_secs.max(1)) {
+                match storage
+                    .lifecycle_step(app_for_ticker.clock.now(), lifecycle.pages_per_step)
+                    .await
+                {
+                    Ok((events, _)) => crate::api::lifecycle_ops::audit_events(&app_for_ticker, &events),
+                    Err(e) => tracing::error!(error = %e, "lifecycle step failed; retrying next time"),
+                }
+            }
             if n.is_multiple_of(600) {
                 match storage.sweep(chrono::Utc::now() - chrono::TimeDelta::hours(1)).await {
                     Ok(0) => {}

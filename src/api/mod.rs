@@ -6,6 +6,7 @@ pub mod body;
 pub mod error;
 pub mod gcs;
 pub mod kms;
+pub mod lifecycle_ops;
 pub mod links;
 pub mod oauth2;
 pub mod observe;

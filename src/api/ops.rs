@@ -157,6 +157,14 @@ pub async fn handle(
         let bucket = crate::api::query::percent_decode(bucket, false).unwrap_or_default();
         return objects_by_key(&app, &principal.0, &bucket, uri.query()).await;
     }
+    if method == Method::GET
+        && let Some(bucket) = path
+            .strip_prefix("/sealstore/v1/b/")
+            .and_then(|r| r.strip_suffix("/lifecycle:preview"))
+    {
+        let bucket = crate::api::query::percent_decode(bucket, false).unwrap_or_default();
+        return crate::api::lifecycle_ops::preview(&app, &principal.0, &bucket, uri.query()).await;
+    }
     if path.contains("/rekeyJobs") {
         return rekey(&app, &principal.0, &method, &path, &body).await;
     }
@@ -232,6 +240,14 @@ async fn advance(app: AppState, body: &[u8]) -> Response {
     .await;
     if !matches!(applied, Ok(Ok(()))) {
         return RpcError::new(Code::Internal, "Applying due transitions failed.").into_response();
+    }
+    // Lifecycle actions that came due are applied too, before the reply.
+    match app.storage.run_lifecycle(now).await {
+        Ok(events) => crate::api::lifecycle_ops::audit_events(&app, &events),
+        Err(e) => {
+            tracing::error!(error = %e, "lifecycle pass failed");
+            return RpcError::new(Code::Internal, "Applying due lifecycle actions failed.").into_response();
+        }
     }
     Json(json!({"now": crate::api::kms::json::format_time(now)})).into_response()
 }

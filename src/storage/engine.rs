@@ -75,6 +75,7 @@ pub struct NewBucket {
     /// `inherited` or `enforced` (validated by the API layer).
     pub public_access_prevention: Option<String>,
     pub rpo: Option<String>,
+    pub lifecycle: Vec<super::lifecycle::Rule>,
 }
 
 /// Which key an objects-by-key query looks for.
@@ -102,6 +103,8 @@ pub struct BucketPatch {
     pub public_access_prevention: Option<String>,
     /// `Some(None)` resets it to the location's default.
     pub rpo: Option<Option<String>>,
+    /// `Some(vec![])` removes every rule.
+    pub lifecycle: Option<Vec<super::lifecycle::Rule>>,
 }
 
 /// `rpo` values and where they apply: `ASYNC_TURBO` (turbo replication) only on
@@ -468,6 +471,10 @@ impl Storage {
             encryption_enforcement: Default::default(),
             public_access_prevention: spec.public_access_prevention.unwrap_or_else(|| "inherited".into()),
             rpo: check_rpo(spec.rpo.as_deref(), location_type)?,
+            lifecycle: {
+                super::lifecycle::validate(&spec.lifecycle, STORAGE_CLASSES)?;
+                spec.lifecycle
+            },
         };
         let mut bucket = bucket;
         for (kind, mode) in &spec.enforcement {
@@ -633,6 +640,10 @@ impl Storage {
         }
         if let Some(r) = patch.rpo {
             b.rpo = check_rpo(r.as_deref(), &b.location_type)?;
+        }
+        if let Some(rules) = patch.lifecycle {
+            super::lifecycle::validate(&rules, STORAGE_CLASSES)?;
+            b.lifecycle = rules;
         }
         b.encryption_enforcement
             .check_default_key(b.default_kms_key_name.as_deref())?;
@@ -1016,6 +1027,8 @@ impl Storage {
                 .unwrap_or(bucket.default_event_based_hold),
             retention_base: None,
             retention: spec.protection.retention.clone(),
+            time_deleted: None,
+            time_storage_class_updated: None,
         }
     }
 
@@ -1329,10 +1342,11 @@ impl Storage {
         let b = self.get_bucket(bucket).await?;
         let versioned = b.versioning;
         // Holds and retention are checked inside the delete transaction.
-        let check = replace_check(b.clone(), self.clock.now(), true);
+        let now = self.clock.now();
+        let check = replace_check(b.clone(), now, true);
         let (b, n, p) = (bucket.to_owned(), name.to_owned(), *pre);
         let removed = self
-            .blocking(move |m| m.delete_object(&b, &n, generation, &p, versioned, check))
+            .blocking(move |m| m.delete_object(&b, &n, generation, &p, versioned, check, now))
             .await?;
         if let Some(r) = removed {
             self.discard_blob(&r.envelope).await;

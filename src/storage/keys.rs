@@ -89,6 +89,7 @@ mod tests {
             encryption_enforcement: Default::default(),
             public_access_prevention: "inherited".into(),
             rpo: None,
+            lifecycle: vec![],
         }
     }
 

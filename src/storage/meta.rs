@@ -72,7 +72,9 @@ pub trait MetaStore: Send + Sync {
     fn update_object(&self, rec: &ObjectRecord, expected: i64) -> StorageResult<()>;
     /// Applies many such replacements in one transaction; each succeeds or fails alone.
     fn update_objects(&self, updates: Vec<(ObjectRecord, i64)>) -> StorageResult<Vec<StorageResult<()>>>;
-    /// Removes the live object (or a generation) if `pre` holds, returning it.
+    /// Removes the live object (or a generation) if `pre` holds, returning it. With
+    /// `archive`, the live object becomes noncurrent as of `now` instead.
+    #[allow(clippy::too_many_arguments)]
     fn delete_object(
         &self,
         bucket: &str,
@@ -81,7 +83,16 @@ pub trait MetaStore: Send + Sync {
         pre: &Preconditions,
         archive: bool,
         check: ReplaceCheck,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> StorageResult<Option<ObjectRecord>>;
+    /// How many generations of `name` are newer than `generation` (live included).
+    fn newer_generations(&self, bucket: &str, name: &str, generation: i64) -> StorageResult<u64>;
+    /// Every bucket that has lifecycle rules, by name.
+    fn buckets_with_lifecycle(&self) -> StorageResult<Vec<Bucket>>;
+    /// A background worker's persisted cursor (`None`: none saved).
+    fn get_cursor(&self, worker: &str) -> StorageResult<Option<String>>;
+    /// Saves (or with `None` clears) a background worker's cursor.
+    fn put_cursor(&self, worker: &str, cursor: Option<&str>) -> StorageResult<()>;
     /// Renames a live object within its bucket in one transaction: the source row
     /// becomes the destination's new live generation, data and envelope unchanged.
     /// Returns the new record and the destination generation it replaced, if that one
@@ -134,6 +145,7 @@ CREATE INDEX IF NOT EXISTS objects_key_version ON objects (key_version);
 CREATE INDEX IF NOT EXISTS objects_bucket_key ON objects (bucket, key_version, name, generation);
 CREATE TABLE IF NOT EXISTS rekey_jobs (name TEXT PRIMARY KEY, state TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS upload_sessions (id TEXT PRIMARY KEY, blob_id TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS worker_cursors (worker TEXT PRIMARY KEY, cursor TEXT NOT NULL);
 ";
 
 impl SqliteMetaStore {
@@ -176,6 +188,22 @@ fn add_data_column(c: &Connection) -> StorageResult<()> {
     if !has {
         c.execute_batch("ALTER TABLE objects ADD COLUMN data BLOB")?;
     }
+    Ok(())
+}
+
+/// Makes a live generation noncurrent as of `now`: the row stays, its document records
+/// when (`timeDeleted`, which lifecycle's noncurrent conditions count from).
+fn archive_row(tx: &Connection, old: &ObjectRecord, now: chrono::DateTime<chrono::Utc>) -> StorageResult<()> {
+    let mut doc = old.clone();
+    doc.envelope.inline_data = None;
+    doc.time_deleted = Some(now);
+    tx.prepare_cached("UPDATE objects SET live = 0, doc = ?4 WHERE bucket = ?1 AND name = ?2 AND generation = ?3")?
+        .execute(params![
+            old.bucket,
+            old.name,
+            old.generation,
+            serde_json::to_string(&doc)?
+        ])?;
     Ok(())
 }
 
@@ -377,7 +405,7 @@ impl MetaStore for SqliteMetaStore {
         let (after_name, after_gen) = q.after.clone().unwrap_or_default();
         let has_after = q.after.is_some();
         let sql = format!(
-            "SELECT doc FROM objects WHERE bucket = ?1 {} AND name >= ?2
+            "SELECT doc, live FROM objects WHERE bucket = ?1 {} AND name >= ?2
                AND (?3 = 0 OR name > ?4 OR (name = ?4 AND generation > ?5))
                AND (?6 IS NULL OR name < ?6)
              ORDER BY name, generation LIMIT ?7",
@@ -394,13 +422,65 @@ impl MetaStore for SqliteMetaStore {
                 q.end,
                 q.limit as i64
             ],
-            |r| r.get::<_, String>(0),
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)),
         )?;
+        let mut out = vec![];
+        for row in rows {
+            let (doc, live) = row?;
+            let mut rec: ObjectRecord = serde_json::from_str(&doc)?;
+            if !live && rec.time_deleted.is_none() {
+                // Made noncurrent by a build that did not record when: its last update
+                // is the closest time known.
+                rec.time_deleted = Some(rec.updated);
+            }
+            out.push(rec);
+        }
+        Ok(out)
+    }
+
+    fn newer_generations(&self, bucket: &str, name: &str, generation: i64) -> StorageResult<u64> {
+        let n: i64 = self.read().query_row(
+            "SELECT COUNT(*) FROM objects WHERE bucket = ?1 AND name = ?2 AND generation > ?3",
+            params![bucket, name, generation],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn buckets_with_lifecycle(&self) -> StorageResult<Vec<Bucket>> {
+        let conn = self.read();
+        let mut stmt = conn
+            .prepare_cached("SELECT doc FROM buckets WHERE json_array_length(doc, '$.lifecycle') > 0 ORDER BY name")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = vec![];
         for doc in rows {
             out.push(serde_json::from_str(&doc?)?);
         }
         Ok(out)
+    }
+
+    fn get_cursor(&self, worker: &str) -> StorageResult<Option<String>> {
+        Ok(self
+            .read()
+            .query_row("SELECT cursor FROM worker_cursors WHERE worker = ?1", [worker], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    fn put_cursor(&self, worker: &str, cursor: Option<&str>) -> StorageResult<()> {
+        let (worker, cursor) = (worker.to_owned(), cursor.map(str::to_owned));
+        self.write(move |c| {
+            match cursor {
+                Some(v) => c.execute(
+                    "INSERT INTO worker_cursors (worker, cursor) VALUES (?1, ?2)
+                       ON CONFLICT(worker) DO UPDATE SET cursor = excluded.cursor",
+                    params![worker, v],
+                )?,
+                None => c.execute("DELETE FROM worker_cursors WHERE worker = ?1", [&worker])?,
+            };
+            Ok(())
+        })
     }
 
     fn commit_object(
@@ -426,10 +506,7 @@ impl MetaStore for SqliteMetaStore {
             let mut replaced = None;
             if let Some(old) = live {
                 if keep_previous {
-                    c.execute(
-                        "UPDATE objects SET live = 0 WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
-                        params![old.bucket, old.name, old.generation],
-                    )?;
+                    archive_row(c, &old, rec.time_created)?;
                 } else {
                     c.execute(
                         "DELETE FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
@@ -466,6 +543,7 @@ impl MetaStore for SqliteMetaStore {
         pre: &Preconditions,
         archive: bool,
         check: ReplaceCheck,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> StorageResult<Option<ObjectRecord>> {
         let (bucket, name, pre) = (bucket.to_owned(), name.to_owned(), *pre);
         self.write(move |c| {
@@ -479,10 +557,7 @@ impl MetaStore for SqliteMetaStore {
             pre.check(Some((target.generation, target.metageneration)), false)?;
             check(&target)?;
             if archive && generation.is_none() {
-                c.execute(
-                    "UPDATE objects SET live = 0 WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
-                    params![bucket, name, target.generation],
-                )?;
+                archive_row(c, &target, now)?;
                 return Ok(None);
             }
             c.execute(
@@ -517,10 +592,7 @@ impl MetaStore for SqliteMetaStore {
             if let Some(old) = live {
                 dst_check(&old)?;
                 if mv.keep_previous {
-                    c.execute(
-                        "UPDATE objects SET live = 0 WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
-                        params![old.bucket, old.name, old.generation],
-                    )?;
+                    archive_row(c, &old, mv.now)?;
                 } else {
                     c.execute(
                         "DELETE FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",

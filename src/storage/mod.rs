@@ -10,6 +10,8 @@ pub mod glob;
 pub mod guard;
 pub mod hashing;
 pub mod keys;
+pub mod lifecycle;
+pub mod lifecycle_run;
 pub mod meta;
 pub mod model;
 pub mod names;

@@ -55,6 +55,9 @@ pub struct Bucket {
     /// `rpo`: `DEFAULT` or `ASYNC_TURBO` (dual-regions); `None` on regions.
     #[serde(default)]
     pub rpo: Option<String>,
+    /// `lifecycle.rule`, applied by the lifecycle worker.
+    #[serde(default)]
+    pub lifecycle: Vec<super::lifecycle::Rule>,
 }
 
 fn default_pap() -> String {
@@ -163,6 +166,12 @@ pub struct ObjectRecord {
     pub retention_base: Option<DateTime<Utc>>,
     #[serde(default)]
     pub retention: Option<ObjectRetention>,
+    /// When this generation became noncurrent (`timeDeleted`); `None` while live.
+    #[serde(default)]
+    pub time_deleted: Option<DateTime<Utc>>,
+    /// When lifecycle last changed the storage class (else the creation time).
+    #[serde(default)]
+    pub time_storage_class_updated: Option<DateTime<Utc>>,
 }
 
 impl ObjectRecord {
@@ -223,6 +232,8 @@ impl ObjectRecord {
             time_created: now,
             updated: now,
             retention_base: None,
+            time_deleted: None,
+            time_storage_class_updated: None,
             ..self.clone()
         }
     }

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 
 /// Bucket features sealstore does not implement: refused rather than stored and ignored.
 const UNSUPPORTED: &[&str] = &[
-    "lifecycle",
     "cors",
     "website",
     "logging",
@@ -59,6 +58,7 @@ const IMPLEMENTED: &[&str] = &[
     "defaultEventBasedHold",
     "iamConfiguration",
     "rpo",
+    "lifecycle",
     "acl",
     "defaultObjectAcl",
 ];
@@ -314,6 +314,7 @@ pub async fn create(ctx: &Ctx, body: Body) -> GcsResult<Response> {
         enforcement: encryption.enforcement,
         public_access_prevention: iam_configuration(&body)?,
         rpo: rpo(&body)?.flatten(),
+        lifecycle: super::lifecycle::parse(&body)?.unwrap_or_default(),
     };
     let b = ctx.app.storage.create_bucket(&ctx.project(), spec).await?;
     // A new bucket starts with no policy of its own, whatever an earlier bucket of the
@@ -392,6 +393,11 @@ pub async fn patch(ctx: &Ctx, name: &str, body: Body, replace: bool) -> GcsResul
     p.rpo = match rpo(&body)? {
         Some(r) => Some(r),
         None if replace => Some(None),
+        None => None,
+    };
+    p.lifecycle = match super::lifecycle::parse(&body)? {
+        Some(rules) => Some(rules),
+        None if replace => Some(vec![]),
         None => None,
     };
     p.retention_period = match retention_period(&body)? {

@@ -6,6 +6,7 @@ mod acl;
 mod buckets;
 pub mod error;
 mod etag;
+mod lifecycle;
 mod line_endings;
 mod media;
 mod objects;

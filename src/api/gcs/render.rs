@@ -73,6 +73,9 @@ pub fn bucket(b: &Bucket, base: &str) -> Value {
             "publicAccessPrevention": b.public_access_prevention,
         }),
     );
+    if !b.lifecycle.is_empty() {
+        m.insert("lifecycle".into(), super::lifecycle::render(&b.lifecycle));
+    }
     if let Some(r) = &b.rpo {
         m.insert("rpo".into(), json!(r));
     }
@@ -143,7 +146,13 @@ pub fn object_in(o: &ObjectRecord, hashes: Option<&ObjectHashes>, base: &str, bu
     m.insert("size".into(), json!(o.size.to_string()));
     m.insert("timeCreated".into(), json!(time(o.time_created)));
     m.insert("updated".into(), json!(time(o.updated)));
-    m.insert("timeStorageClassUpdated".into(), json!(time(o.time_created)));
+    m.insert(
+        "timeStorageClassUpdated".into(),
+        json!(time(o.time_storage_class_updated.unwrap_or(o.time_created))),
+    );
+    if let Some(t) = o.time_deleted {
+        m.insert("timeDeleted".into(), json!(time(t)));
+    }
     m.insert("etag".into(), json!(etag(o)));
     if !o.meta.metadata.is_empty() {
         m.insert("metadata".into(), json!(o.meta.metadata));
