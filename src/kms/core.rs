@@ -58,6 +58,10 @@ pub(super) struct State {
     pub(super) key_rings: BTreeMap<String, KeyRing>,
     pub(super) keys: BTreeMap<String, KeyEntry>,
     pub(super) jobs: BTreeMap<String, JobEntry>,
+    /// Deleted keys' records, by retired-resource name.
+    pub(super) retired: BTreeMap<String, super::model::RetiredResource>,
+    /// Finished long-running operations, by name.
+    pub(super) operations: BTreeMap<String, super::model::Operation>,
 }
 
 pub(super) struct Inner {
@@ -157,7 +161,7 @@ pub struct PublicKeyOutput {
     pub protection_level: ProtectionLevel,
 }
 
-pub(super) fn not_found(kind: &str, name: &dyn std::fmt::Display) -> KmsError {
+pub(crate) fn not_found(kind: &str, name: &dyn std::fmt::Display) -> KmsError {
     KmsError::NotFound(format!("{kind} {name} not found."))
 }
 
@@ -246,6 +250,12 @@ impl Kms {
                 None => None,
             };
             state.jobs.insert(job.name.to_string(), JobEntry { job, private_key });
+        }
+        for r in snap.retired {
+            state.retired.insert(r.name.clone(), r);
+        }
+        for o in snap.operations {
+            state.operations.insert(o.name.clone(), o);
         }
         let kms = Self {
             inner: Arc::new(Inner {
@@ -482,6 +492,12 @@ impl Kms {
         }
         if state.keys.contains_key(&name.to_string()) {
             return Err(KmsError::AlreadyExists(format!("CryptoKey {name} already exists.")));
+        }
+        let n = name.to_string();
+        if state.retired.values().any(|r| r.original_resource == n) {
+            return Err(KmsError::AlreadyExists(format!(
+                "CryptoKey {name} was deleted; its name is retired and cannot be reused."
+            )));
         }
         let mut entry = KeyEntry {
             key: key.clone(),

@@ -3,6 +3,7 @@
 
 mod ciphertext;
 mod core;
+mod deletion;
 pub mod error;
 mod import;
 pub mod listing;

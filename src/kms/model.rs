@@ -71,3 +71,28 @@ pub struct ImportJob {
     /// SubjectPublicKeyInfo DER of the wrapping key, once it exists.
     pub public_key_der: Option<Vec<u8>>,
 }
+
+/// The record of a deleted CryptoKey: its name stays retired, never reused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredResource {
+    /// `projects/*/locations/*/retiredResources/*`.
+    pub name: String,
+    /// The deleted key's full name.
+    pub original_resource: String,
+    pub resource_type: String,
+    pub delete_time: DateTime<Utc>,
+}
+
+/// A finished long-running operation (deletions complete at once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    /// `projects/*/locations/*/operations/*`.
+    pub name: String,
+    pub kind: OperationKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperationKind {
+    DeleteCryptoKey { retired_resource: String },
+    DeleteCryptoKeyVersion,
+}

@@ -1,7 +1,7 @@
 //! Persistence of KMS resources. The core keeps everything in memory and writes
 //! through this trait; each mutation is one atomic `commit`.
 
-use super::model::{CryptoKey, CryptoKeyVersion, ImportJob, KeyRing};
+use super::model::{CryptoKey, CryptoKeyVersion, ImportJob, KeyRing, Operation, RetiredResource};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::Mutex;
 
@@ -27,6 +27,12 @@ pub enum Write<'a> {
     Key(&'a CryptoKey),
     Version(&'a CryptoKeyVersion, Sealed<'a>),
     ImportJob(&'a ImportJob, Sealed<'a>),
+    /// Removes a key record (its versions are removed by their own writes).
+    DeleteKey(&'a str),
+    /// Removes a version record and its sealed material.
+    DeleteVersion(&'a str),
+    Retired(&'a RetiredResource),
+    Operation(&'a Operation),
 }
 
 #[derive(Debug, Default)]
@@ -35,6 +41,8 @@ pub struct Snapshot {
     pub keys: Vec<CryptoKey>,
     pub versions: Vec<(CryptoKeyVersion, Option<Vec<u8>>)>,
     pub import_jobs: Vec<(ImportJob, Option<Vec<u8>>)>,
+    pub retired: Vec<RetiredResource>,
+    pub operations: Vec<Operation>,
 }
 
 pub trait KmsStore: Send + Sync {
@@ -54,6 +62,8 @@ CREATE TABLE IF NOT EXISTS kms_key_rings (name TEXT PRIMARY KEY, doc TEXT NOT NU
 CREATE TABLE IF NOT EXISTS kms_keys (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS kms_versions (name TEXT PRIMARY KEY, doc TEXT NOT NULL, sealed BLOB);
 CREATE TABLE IF NOT EXISTS kms_import_jobs (name TEXT PRIMARY KEY, doc TEXT NOT NULL, sealed BLOB);
+CREATE TABLE IF NOT EXISTS kms_retired (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kms_operations (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
 ";
 
 impl SqliteKmsStore {
@@ -123,6 +133,14 @@ impl KmsStore for SqliteKmsStore {
             let (doc, sealed) = row?;
             snap.import_jobs.push((serde_json::from_str(&doc)?, sealed));
         }
+        let mut stmt = conn.prepare("SELECT doc FROM kms_retired ORDER BY name")?;
+        for doc in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            snap.retired.push(serde_json::from_str(&doc?)?);
+        }
+        let mut stmt = conn.prepare("SELECT doc FROM kms_operations ORDER BY name")?;
+        for doc in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            snap.operations.push(serde_json::from_str(&doc?)?);
+        }
         Ok(snap)
     }
 
@@ -149,15 +167,25 @@ impl KmsStore for SqliteKmsStore {
                     &serde_json::to_string(j)?,
                     *sealed,
                 )?,
+                Write::DeleteKey(name) => {
+                    tx.execute("DELETE FROM kms_keys WHERE name = ?1", [name])?;
+                }
+                Write::DeleteVersion(name) => {
+                    tx.execute("DELETE FROM kms_versions WHERE name = ?1", [name])?;
+                }
+                Write::Retired(r) => upsert_doc(&tx, "kms_retired", &r.name, &serde_json::to_string(r)?)?,
+                Write::Operation(o) => upsert_doc(&tx, "kms_operations", &o.name, &serde_json::to_string(o)?)?,
             }
         }
         tx.commit()?;
         // Erased material must leave the disk: the WAL still holds the old page
         // images until a checkpoint, so checkpoint and truncate it now.
-        if writes
-            .iter()
-            .any(|w| matches!(w, Write::Version(_, Sealed::Erase) | Write::ImportJob(_, Sealed::Erase)))
-        {
+        if writes.iter().any(|w| {
+            matches!(
+                w,
+                Write::Version(_, Sealed::Erase) | Write::ImportJob(_, Sealed::Erase) | Write::DeleteVersion(_)
+            )
+        }) {
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         }
         Ok(())

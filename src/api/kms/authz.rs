@@ -34,7 +34,8 @@ pub fn target_chain(t: &Target) -> Vec<String> {
         Target::CryptoKey(k) | Target::Versions(k) => key_chain(k),
         Target::Version(v) | Target::PublicKey(v) => key_chain(&v.key),
         Target::ImportJob(j) => job_chain(j),
-        Target::Operation(o) => project_chain(o.split('/').nth(1).unwrap_or("")),
+        Target::Operation(o) | Target::RetiredResource(o) => project_chain(o.split('/').nth(1).unwrap_or("")),
+        Target::RetiredResources(l) => project_chain(&l.project),
     }
 }
 
@@ -65,6 +66,7 @@ pub fn requirements(req: &Request) -> Vec<(&'static str, Vec<String>)> {
         (Target::CryptoKey(_), Some("decrypt")) => one("cloudkms.cryptoKeyVersions.useToDecrypt"),
         (Target::CryptoKey(_), Some("updatePrimaryVersion")) => one("cloudkms.cryptoKeys.update"),
         (Target::CryptoKey(_), _) if m == Method::GET => one("cloudkms.cryptoKeys.get"),
+        (Target::CryptoKey(_), None) if m == Method::DELETE => one("cloudkms.cryptoKeys.delete"),
         (Target::CryptoKey(_), _) => one("cloudkms.cryptoKeys.update"),
         (Target::Versions(_), Some("import")) => import_requirements(req, chain),
         (Target::Versions(_), _) if m == Method::POST => one("cloudkms.cryptoKeyVersions.create"),
@@ -75,12 +77,15 @@ pub fn requirements(req: &Request) -> Vec<(&'static str, Vec<String>)> {
         (Target::Version(_), Some("macVerify")) => one("cloudkms.cryptoKeyVersions.useToVerify"),
         (Target::Version(_), Some("asymmetricDecrypt")) => one("cloudkms.cryptoKeyVersions.useToDecrypt"),
         (Target::Version(_), _) if m == Method::GET => one("cloudkms.cryptoKeyVersions.get"),
+        (Target::Version(_), None) if m == Method::DELETE => one("cloudkms.cryptoKeyVersions.delete"),
         (Target::Version(_), _) => one("cloudkms.cryptoKeyVersions.update"),
         (Target::PublicKey(_), _) => one("cloudkms.cryptoKeyVersions.viewPublicKey"),
         (Target::ImportJobs(_), _) if m == Method::POST => one("cloudkms.importJobs.create"),
         (Target::ImportJobs(_), _) => one("cloudkms.importJobs.list"),
         (Target::ImportJob(_), _) => one("cloudkms.importJobs.get"),
         (Target::Operation(_), _) => one("cloudkms.locations.get"),
+        (Target::RetiredResources(_), _) => one("cloudkms.retiredResources.list"),
+        (Target::RetiredResource(_), _) => one("cloudkms.retiredResources.get"),
     }
 }
 

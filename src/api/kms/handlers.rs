@@ -58,10 +58,12 @@ pub fn dispatch(app: &AppState, req: Request) -> Result<Value> {
             Ok(render::crypto_key(&app.kms.get_crypto_key(name)?, req.enc))
         }
         (Target::CryptoKey(name), None) if m == Method::PATCH => update_crypto_key(app, &req, name),
-        (Target::CryptoKey(_), None) if m == Method::DELETE => Err(RpcError::new(
-            Code::Unimplemented,
-            "DeleteCryptoKey is not supported by sealstore: destroy the key's versions instead.",
-        )),
+        (Target::CryptoKey(name), None) if m == Method::DELETE => {
+            let op = app.kms.delete_crypto_key(name)?;
+            // The key's own policy goes with it: a later key can never reuse the name.
+            app.policies.remove(&name.to_string())?;
+            Ok(render::operation(&op))
+        }
         (Target::CryptoKey(name), Some("updatePrimaryVersion")) if m == Method::POST => {
             let body = parse_body(&req.body)?;
             let id = Obj::new(&body)
@@ -106,10 +108,7 @@ pub fn dispatch(app: &AppState, req: Request) -> Result<Value> {
                 .ok_or_else(|| RpcError::invalid("cryptoKeyVersion.state is required by the update mask."))?;
             Ok(render::version(&app.kms.set_version_state(name, state)?, req.enc))
         }
-        (Target::Version(_), None) if m == Method::DELETE => Err(RpcError::new(
-            Code::Unimplemented,
-            "DeleteCryptoKeyVersion is not supported by sealstore: versions are kept as DESTROYED.",
-        )),
+        (Target::Version(name), None) if m == Method::DELETE => Ok(render::operation(&app.kms.delete_version(name)?)),
         (Target::Version(name), Some("destroy")) if m == Method::POST => {
             Ok(render::version(&app.kms.destroy_version(name)?, req.enc))
         }
@@ -148,8 +147,18 @@ pub fn dispatch(app: &AppState, req: Request) -> Result<Value> {
         (Target::ImportJob(name), None) if m == Method::GET => {
             Ok(render::import_job(&app.kms.get_import_job(name)?, req.enc))
         }
-        (Target::Operation(name), None) if m == Method::GET => {
-            Err(RpcError::new(Code::NotFound, format!("Operation {name} not found.")))
+        (Target::Operation(name), None) if m == Method::GET => Ok(render::operation(&app.kms.get_operation(name)?)),
+        (Target::RetiredResources(parent), None) if m == Method::GET => {
+            let page = app.kms.list_retired_resources(parent, &list_options(&req)?)?;
+            Ok(page_json(
+                "retiredResources",
+                page.items.iter().map(render::retired_resource).collect(),
+                page.next_page_token,
+                page.total_size,
+            ))
+        }
+        (Target::RetiredResource(name), None) if m == Method::GET => {
+            Ok(render::retired_resource(&app.kms.get_retired_resource(name)?))
         }
         _ => Err(unsupported(&req)),
     }

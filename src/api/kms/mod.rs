@@ -31,6 +31,8 @@ pub enum Target {
     ImportJobs(KeyRingName),
     ImportJob(ImportJobName),
     Operation(String),
+    RetiredResources(LocationName),
+    RetiredResource(String),
 }
 
 impl Target {
@@ -43,7 +45,8 @@ impl Target {
             Target::CryptoKey(k) | Target::Versions(k) => k.to_string(),
             Target::Version(v) | Target::PublicKey(v) => v.to_string(),
             Target::ImportJob(j) => j.to_string(),
-            Target::Operation(o) => o.clone(),
+            Target::Operation(o) | Target::RetiredResource(o) => o.clone(),
+            Target::RetiredResources(l) => l.to_string(),
         }
     }
 }
@@ -77,7 +80,11 @@ pub fn parse_path(path: &str) -> Result<(Target, Option<String>), RpcError> {
         ["projects", p, "locations", l] => Target::Location(loc(p, l)?),
         ["projects", p, "locations", l, "keyRings"] => Target::KeyRings(loc(p, l)?),
         ["projects", p, "locations", l, "operations", op] => {
-            Target::Operation(format!("projects/{p}/locations/{l}/operations/{op}"))
+            Target::Operation(format!("{}/operations/{op}", loc(p, l)?))
+        }
+        ["projects", p, "locations", l, "retiredResources"] => Target::RetiredResources(loc(p, l)?),
+        ["projects", p, "locations", l, "retiredResources", r] => {
+            Target::RetiredResource(format!("{}/retiredResources/{r}", loc(p, l)?))
         }
         ["projects", p, "locations", l, "keyRings", kr, tail @ ..] => {
             let kr = loc(p, l)?.key_ring(kr)?;

@@ -165,3 +165,32 @@ mod tests {
         assert_eq!(v["etag"], "ACAB");
     }
 }
+
+/// A finished long-running operation, as the official clients' operation polling reads it.
+pub fn operation(op: &crate::kms::model::Operation) -> Value {
+    use crate::kms::model::OperationKind;
+    let metadata = match &op.kind {
+        OperationKind::DeleteCryptoKey { retired_resource } => json!({
+            "@type": "type.googleapis.com/google.cloud.kms.v1.DeleteCryptoKeyMetadata",
+            "retiredResource": retired_resource,
+        }),
+        OperationKind::DeleteCryptoKeyVersion => json!({
+            "@type": "type.googleapis.com/google.cloud.kms.v1.DeleteCryptoKeyVersionMetadata",
+        }),
+    };
+    json!({
+        "name": op.name,
+        "metadata": metadata,
+        "done": true,
+        "response": {"@type": "type.googleapis.com/google.protobuf.Empty"},
+    })
+}
+
+pub fn retired_resource(r: &crate::kms::model::RetiredResource) -> Value {
+    json!({
+        "name": r.name,
+        "originalResource": r.original_resource,
+        "resourceType": r.resource_type,
+        "deleteTime": format_time(r.delete_time),
+    })
+}
