@@ -153,19 +153,6 @@ pub fn crc(data: &[u8]) -> Value {
     json!(crc32c::crc32c(data).to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn policy_has_only_proto_fields() {
-        let v = policy(&Policy::empty());
-        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
-        assert_eq!(keys, vec!["etag", "version"]);
-        assert_eq!(v["etag"], "ACAB");
-    }
-}
-
 /// A finished long-running operation, as the official clients' operation polling reads it.
 pub fn operation(op: &crate::kms::model::Operation) -> Value {
     use crate::kms::model::OperationKind;
@@ -193,4 +180,17 @@ pub fn retired_resource(r: &crate::kms::model::RetiredResource) -> Value {
         "resourceType": r.resource_type,
         "deleteTime": format_time(r.delete_time),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_has_only_proto_fields() {
+        let v = policy(&Policy::empty());
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys, vec!["etag", "version"]);
+        assert_eq!(v["etag"], "ACAB");
+    }
 }
