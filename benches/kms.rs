@@ -81,6 +81,7 @@ fn bench_http() -> f64 {
         limits: Default::default(),
         conn: Default::default(),
         lifecycle: Default::default(),
+        default_soft_delete_seconds: 0,
     };
     let state = sealstore::server::build(&cfg).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -234,6 +234,10 @@ struct ServeArgs {
     #[arg(long, env = "SEALSTORE_LIFECYCLE_PAGES_PER_STEP", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     lifecycle_pages_per_step: u64,
+    /// Soft-delete duration (seconds) of new buckets that do not set one: 0 (off) or 7 to
+    /// 90 days. GCS's default is 7 days.
+    #[arg(long, env = "SEALSTORE_DEFAULT_SOFT_DELETE_SECONDS", default_value_t = 604_800)]
+    default_soft_delete_seconds: i64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -289,6 +293,7 @@ fn main() -> anyhow::Result<()> {
                     body_idle_timeout: Duration::from_secs(args.body_idle_timeout_secs),
                     max_in_flight: usize::try_from(args.max_requests_in_flight)?,
                 },
+                default_soft_delete_seconds: args.default_soft_delete_seconds,
                 lifecycle: sealstore::server::LifecyclePace {
                     interval_secs: args.lifecycle_interval_secs,
                     pages_per_step: usize::try_from(args.lifecycle_pages_per_step)?,

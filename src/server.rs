@@ -49,6 +49,8 @@ pub struct ServeConfig {
     pub conn: crate::http_server::ConnLimits,
     /// How the background lifecycle worker paces itself.
     pub lifecycle: LifecyclePace,
+    /// The soft-delete duration of new buckets that do not set one (0: off).
+    pub default_soft_delete_seconds: i64,
 }
 
 /// The background lifecycle worker's pace: a step every `interval_secs`, each judging at
@@ -188,7 +190,9 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
     };
     crate::files::warn_loose(&cfg.data_dir, blob_dir.as_deref());
     let storage = Arc::new(
-        crate::storage::Storage::new(meta.clone(), blobs, keys, clock.clone())?.with_inline_max(cfg.inline_max_bytes),
+        crate::storage::Storage::new(meta.clone(), blobs, keys, clock.clone())?
+            .with_inline_max(cfg.inline_max_bytes)
+            .with_default_soft_delete(cfg.default_soft_delete_seconds)?,
     );
     kms.set_destroy_guard(Arc::new(crate::storage::guard::RetentionGuard::new(
         meta,
@@ -273,6 +277,11 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             // Lifecycle: a bounded step every interval, resuming from its cursor, so a
             // million objects never stall the server.
             if n.is_multiple_of(lifecycle.interval_secs.max(1)) {
+                if let Err(e) =
+                    crate::api::lifecycle_ops::hard_deletes(&app_for_ticker, app_for_ticker.clock.now()).await
+                {
+                    tracing::error!(error = %e, "hard delete pass failed; retrying next time");
+                }
                 match storage
                     .lifecycle_step(app_for_ticker.clock.now(), lifecycle.pages_per_step)
                     .await

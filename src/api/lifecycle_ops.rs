@@ -9,6 +9,28 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+/// Ends the soft-deleted generations and buckets whose hard-delete time has come; a
+/// hard-deleted bucket's kept IAM policy goes with it.
+pub async fn hard_deletes(
+    app: &AppState,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), crate::storage::StorageError> {
+    for b in app.storage.hard_delete_due(now).await? {
+        let resource = crate::api::gcs::soft_bucket_resource(&b.name, b.generation());
+        if let Err(e) = app.policies.remove(&resource) {
+            tracing::warn!(error = %e, bucket = %b.name, "could not remove a hard-deleted bucket's policy");
+        }
+        app.audit(
+            "system:sealstore",
+            "soft delete: hard-delete bucket",
+            &format!("b/{}#{}", b.name, b.generation()),
+            "",
+            "OK",
+        );
+    }
+    Ok(())
+}
+
 /// Audits each lifecycle action carried out, as the bucket's storage service agent,
 /// naming the rule. Actions a hold or retention blocked are not actions: they are
 /// retried by every pass (the preview shows them, with what blocks them).

@@ -241,7 +241,12 @@ async fn advance(app: AppState, body: &[u8]) -> Response {
     if !matches!(applied, Ok(Ok(()))) {
         return RpcError::new(Code::Internal, "Applying due transitions failed.").into_response();
     }
-    // Lifecycle actions that came due are applied too, before the reply.
+    // Soft-deleted data whose time has come goes, and lifecycle actions that came due
+    // are applied, before the reply.
+    if let Err(e) = crate::api::lifecycle_ops::hard_deletes(&app, now).await {
+        tracing::error!(error = %e, "hard delete pass failed");
+        return RpcError::new(Code::Internal, "Hard-deleting soft-deleted data failed.").into_response();
+    }
     match app.storage.run_lifecycle(now).await {
         Ok(events) => crate::api::lifecycle_ops::audit_events(&app, &events),
         Err(e) => {
@@ -298,6 +303,11 @@ async fn objects_by_key(app: &AppState, principal: &str, bucket: &str, raw_query
                 .iter()
                 .map(|o| {
                     let mut v = json!({"name": o.name, "generation": o.generation.to_string()});
+                    if let Some(t) = o.soft_delete_time {
+                        // Soft-deleted generations still depend on their key version.
+                        v["softDeleted"] = json!(true);
+                        v["softDeleteTime"] = json!(crate::api::kms::json::format_time(t));
+                    }
                     match o.envelope.kind {
                         crate::storage::model::KeyKind::Csek => {
                             v["customerEncryption"] =

@@ -172,6 +172,20 @@ impl PolicyStore {
 impl PolicyStore {
     /// Removes a resource's policy (its resource was deleted; a new resource with the same
     /// name must not inherit it).
+    /// Moves `from`'s policy to `to` (replacing any there); nothing to move is fine.
+    /// A soft-deleted bucket keeps its policy this way, under a name no request reaches.
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), IamError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM iam_policies WHERE resource = ?1", [to])?;
+        tx.execute(
+            "UPDATE iam_policies SET resource = ?2 WHERE resource = ?1",
+            params![from, to],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn remove(&self, resource: &str) -> Result<(), IamError> {
         self.conn()
             .execute("DELETE FROM iam_policies WHERE resource = ?1", [resource])?;

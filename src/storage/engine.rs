@@ -11,7 +11,7 @@ use super::keys::{KeyChoice, KeyService, check_key_location};
 use super::meta::{ListQuery, MetaStore};
 use super::model::{
     Bucket, Envelope, InlineData, KeyKind, ObjectMeta, ObjectRecord, ObjectRetention, Preconditions, RetentionPolicy,
-    WriteProtection,
+    SoftDeletePolicy, WriteProtection,
 };
 use super::names::{check_bucket_name, check_object_name};
 use super::segment::{Dek, ObjectCipher, SEGMENT, TAG, random_prefix, segment_count, segment_plain_len};
@@ -42,6 +42,8 @@ const READ_BATCH: u64 = 64;
 pub struct Storage {
     /// Objects smaller than this many bytes are stored inline.
     inline_max: usize,
+    /// The soft-delete duration new buckets get unless they ask otherwise (seconds).
+    default_soft_delete: i64,
     pub(super) meta: Arc<dyn MetaStore>,
     pub(super) blobs: BlobStore,
     pub(super) keys: Arc<dyn KeyService>,
@@ -76,6 +78,8 @@ pub struct NewBucket {
     pub public_access_prevention: Option<String>,
     pub rpo: Option<String>,
     pub lifecycle: Vec<super::lifecycle::Rule>,
+    /// `softDeletePolicy.retentionDurationSeconds`; `None`: the server default.
+    pub soft_delete_seconds: Option<i64>,
 }
 
 /// Which key an objects-by-key query looks for.
@@ -105,6 +109,8 @@ pub struct BucketPatch {
     pub rpo: Option<Option<String>>,
     /// `Some(vec![])` removes every rule.
     pub lifecycle: Option<Vec<super::lifecycle::Rule>>,
+    /// A new soft-delete duration in seconds (0 turns it off).
+    pub soft_delete_seconds: Option<i64>,
 }
 
 /// `rpo` values and where they apply: `ASYNC_TURBO` (turbo replication) only on
@@ -213,6 +219,8 @@ pub struct ListSpec {
     pub include_trailing_delimiter: bool,
     /// Only names matching this glob (before delimiter collapsing).
     pub match_glob: Option<Arc<super::glob::Glob>>,
+    /// Soft-deleted generations instead of live (or noncurrent) ones.
+    pub soft_deleted: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -289,6 +297,7 @@ impl Storage {
             bucket_cache: Default::default(),
             rekey_cancel: Default::default(),
             rekey_pause: Default::default(),
+            default_soft_delete: super::soft_delete::DEFAULT_SECONDS,
             inline_max: SEGMENT,
         })
     }
@@ -298,6 +307,13 @@ impl Storage {
     pub fn with_inline_max(mut self, bytes: usize) -> Self {
         self.inline_max = bytes.min(SEGMENT);
         self
+    }
+
+    /// The soft-delete duration for new buckets that do not set one (0: off).
+    pub fn with_default_soft_delete(mut self, seconds: i64) -> StorageResult<Self> {
+        super::soft_delete::check_duration(seconds)?;
+        self.default_soft_delete = seconds;
+        Ok(self)
     }
 
     /// The metadata store (for the destruction guard, which runs outside requests).
@@ -475,6 +491,16 @@ impl Storage {
                 super::lifecycle::validate(&spec.lifecycle, STORAGE_CLASSES)?;
                 spec.lifecycle
             },
+            soft_delete_policy: {
+                let secs = spec.soft_delete_seconds.unwrap_or(self.default_soft_delete);
+                super::soft_delete::check_duration(secs)?;
+                Some(SoftDeletePolicy {
+                    retention_duration_seconds: secs,
+                    effective_time: now,
+                })
+            },
+            soft_delete_time: None,
+            hard_delete_time: None,
         };
         let mut bucket = bucket;
         for (kind, mode) in &spec.enforcement {
@@ -541,7 +567,7 @@ impl Storage {
             .insert(b.name.clone(), b.clone());
     }
 
-    fn forget_bucket(&self, name: &str) {
+    pub(super) fn forget_bucket(&self, name: &str) {
         self.bucket_cache
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -645,6 +671,15 @@ impl Storage {
             super::lifecycle::validate(&rules, STORAGE_CLASSES)?;
             b.lifecycle = rules;
         }
+        if let Some(secs) = patch.soft_delete_seconds {
+            super::soft_delete::check_duration(secs)?;
+            if b.soft_delete_policy.as_ref().map(|p| p.retention_duration_seconds) != Some(secs) {
+                b.soft_delete_policy = Some(SoftDeletePolicy {
+                    retention_duration_seconds: secs,
+                    effective_time: now,
+                });
+            }
+        }
         b.encryption_enforcement
             .check_default_key(b.default_kms_key_name.as_deref())?;
         if let Some(change) = patch.retention_period {
@@ -731,13 +766,24 @@ impl Storage {
         Ok(b)
     }
 
-    pub async fn delete_bucket(&self, name: &str, if_metageneration_match: Option<i64>) -> StorageResult<()> {
-        let n = name.to_owned();
+    /// Deletes an empty bucket. Returns its generation when it became soft-deleted
+    /// (its soft delete policy is on), so the caller can keep its IAM policy with it.
+    pub async fn delete_bucket(&self, name: &str, if_metageneration_match: Option<i64>) -> StorageResult<Option<i64>> {
+        let b = self.get_bucket(name).await?;
+        let soft = b
+            .soft_delete_policy
+            .as_ref()
+            .is_some_and(|p| p.retention_duration_seconds > 0)
+            .then(|| b.generation());
+        let (n, now) = (name.to_owned(), self.clock.now());
         let result = self
-            .blocking(move |m| m.delete_bucket(&n, if_metageneration_match))
+            .blocking(move |m| m.delete_bucket(&n, if_metageneration_match, now))
             .await;
         self.forget_bucket(name);
-        result
+        for r in result? {
+            self.discard_blob(&r.envelope).await;
+        }
+        Ok(soft)
     }
 
     // ---- writes ----------------------------------------------------------------------
@@ -1029,6 +1075,8 @@ impl Storage {
             retention: spec.protection.retention.clone(),
             time_deleted: None,
             time_storage_class_updated: None,
+            soft_delete_time: None,
+            hard_delete_time: None,
         }
     }
 
@@ -1212,7 +1260,7 @@ impl Storage {
     // ---- metadata ------------------------------------------------------------------
 
     pub async fn list_objects(&self, bucket: &str, spec: ListSpec) -> StorageResult<ListPage> {
-        self.get_bucket(bucket).await?;
+        let bucket_gen = self.get_bucket(bucket).await?.generation();
         let max = spec.max_results.unwrap_or(1000).clamp(1, 1000);
         let mut cursor = match spec.page_token.as_deref().filter(|t| !t.is_empty()) {
             Some(t) => decode_token(t)?,
@@ -1234,6 +1282,8 @@ impl Storage {
                 end: spec.end_offset.clone(),
                 versions: spec.versions,
                 limit: (max + 1) * 2,
+                soft_deleted: spec.soft_deleted,
+                bucket_gen,
             };
             // Glob matching runs with the query, off the async workers.
             let glob = spec.match_glob.clone();
@@ -1457,6 +1507,11 @@ impl Storage {
 }
 
 /// The in-transaction check before a generation is replaced or deleted.
+/// The check an overwrite makes (holds, retention), for a restore onto a live name.
+pub(super) fn replace_check_for(bucket: Bucket, now: chrono::DateTime<chrono::Utc>) -> super::meta::ReplaceCheck {
+    replace_check(bucket, now, true)
+}
+
 fn replace_check(bucket: Bucket, now: chrono::DateTime<chrono::Utc>, may_replace: bool) -> super::meta::ReplaceCheck {
     Box::new(move |existing: &ObjectRecord| {
         if !may_replace {

@@ -90,6 +90,9 @@ mod tests {
             public_access_prevention: "inherited".into(),
             rpo: None,
             lifecycle: vec![],
+            soft_delete_policy: None,
+            soft_delete_time: None,
+            hard_delete_time: None,
         }
     }
 

@@ -64,6 +64,8 @@ impl Storage {
                     end: None,
                     versions: true,
                     limit: LIFECYCLE_PAGE,
+                    soft_deleted: false,
+                    bucket_gen: b.generation(),
                 };
                 let recs = m.list_objects(&q)?;
                 let next = (recs.len() == LIFECYCLE_PAGE)

@@ -20,6 +20,9 @@ pub struct ListQuery {
     /// Every generation, not only live ones.
     pub versions: bool,
     pub limit: usize,
+    /// Soft-deleted generations of bucket incarnation `bucket_gen` instead.
+    pub soft_deleted: bool,
+    pub bucket_gen: i64,
 }
 
 /// An `objects.move` within one bucket.
@@ -35,6 +38,19 @@ pub struct MoveSpec {
     pub dst_pre: Preconditions,
     /// Versioned bucket: a replaced destination stays as noncurrent.
     pub keep_previous: bool,
+}
+
+/// An `objects.restore`.
+#[derive(Debug, Clone)]
+pub struct RestoreSpec {
+    pub bucket: String,
+    pub name: String,
+    /// The soft-deleted generation.
+    pub generation: i64,
+    pub new_generation: i64,
+    pub now: chrono::DateTime<chrono::Utc>,
+    /// Against the live generation the restore replaces.
+    pub pre: Preconditions,
 }
 
 /// Checked inside the write transaction against the generation about to be replaced or
@@ -54,7 +70,14 @@ pub trait MetaStore: Send + Sync {
     /// Replaces the bucket if its stored metageneration is `expected`.
     fn update_bucket(&self, b: &Bucket, expected: i64) -> StorageResult<()>;
     /// Deletes an empty bucket (no generation at all, live or not).
-    fn delete_bucket(&self, name: &str, if_metageneration_match: Option<i64>) -> StorageResult<()>;
+    /// Returns the soft-deleted generations that went with it (for their blobs); with
+    /// soft delete on, the bucket itself becomes soft-deleted instead.
+    fn delete_bucket(
+        &self,
+        name: &str,
+        if_metageneration_match: Option<i64>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> StorageResult<Vec<ObjectRecord>>;
     /// The live object, or the given generation.
     fn get_object(&self, bucket: &str, name: &str, generation: Option<i64>) -> StorageResult<Option<ObjectRecord>>;
     fn list_objects(&self, q: &ListQuery) -> StorageResult<Vec<ObjectRecord>>;
@@ -85,6 +108,31 @@ pub trait MetaStore: Send + Sync {
         check: ReplaceCheck,
         now: chrono::DateTime<chrono::Utc>,
     ) -> StorageResult<Option<ObjectRecord>>;
+    fn get_soft_object(
+        &self,
+        bucket: &str,
+        bucket_gen: i64,
+        name: &str,
+        generation: i64,
+    ) -> StorageResult<Option<ObjectRecord>>;
+    /// Makes a soft-deleted generation live again as `spec.new_generation`; returns it
+    /// and the live generation it replaced, if that one was removed (for its blob).
+    fn restore_object(
+        &self,
+        spec: &RestoreSpec,
+        check: ReplaceCheck,
+    ) -> StorageResult<(ObjectRecord, Option<ObjectRecord>)>;
+    /// Hard-deletes soft-deleted generations (at most `limit`) and buckets whose time
+    /// has come; returns what went, for blobs and policies.
+    #[allow(clippy::type_complexity)]
+    fn take_hard_deletes(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> StorageResult<(Vec<ObjectRecord>, Vec<(Bucket, Vec<ObjectRecord>)>)>;
+    fn get_soft_bucket(&self, name: &str, generation: i64) -> StorageResult<Option<Bucket>>;
+    fn list_soft_buckets(&self, project: &str, prefix: &str) -> StorageResult<Vec<Bucket>>;
+    fn restore_bucket(&self, name: &str, generation: i64, now: chrono::DateTime<chrono::Utc>) -> StorageResult<Bucket>;
     /// How many generations of `name` are newer than `generation` (live included).
     fn newer_generations(&self, bucket: &str, name: &str, generation: i64) -> StorageResult<u64>;
     /// Every bucket that has lifecycle rules, by name.
@@ -153,6 +201,7 @@ impl SqliteMetaStore {
     pub fn open(path: &std::path::Path) -> StorageResult<Self> {
         let w = crate::db::open(path)?;
         w.execute_batch(SCHEMA)?;
+        w.execute_batch(super::soft_store::SCHEMA)?;
         add_data_column(&w)?;
         let writer = crate::db::GroupWriter::start(w, "meta").map_err(StorageError::internal)?;
         let readers = (0..4).map(|_| crate::db::open(path)).collect::<Result<Vec<_>, _>>()?;
@@ -216,6 +265,11 @@ fn live_of(tx: &Connection, bucket: &str, name: &str) -> StorageResult<Option<Ob
     Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
 }
 
+/// A record with its inline data attached (for the soft-delete store).
+pub(super) fn record_with_data(doc: String, data: Option<Vec<u8>>) -> StorageResult<ObjectRecord> {
+    with_data(doc, data)
+}
+
 /// A record with its inline data attached, from a `SELECT doc, data` row.
 fn with_data(doc: String, data: Option<Vec<u8>>) -> StorageResult<ObjectRecord> {
     let mut rec: ObjectRecord = serde_json::from_str(&doc)?;
@@ -271,7 +325,7 @@ fn update_row(c: &Connection, rec: &ObjectRecord, expected: i64) -> StorageResul
             expected,
             key_column(rec)
         ])?;
-    if n == 0 {
+    if n == 0 && !super::soft_store::update_row(c, rec, expected, &key_column(rec))? {
         return Err(StorageError::ConcurrentChange(
             "The object's metadata changed concurrently (metageneration); retry the request.".into(),
         ));
@@ -363,7 +417,12 @@ impl MetaStore for SqliteMetaStore {
         })
     }
 
-    fn delete_bucket(&self, name: &str, if_metageneration_match: Option<i64>) -> StorageResult<()> {
+    fn delete_bucket(
+        &self,
+        name: &str,
+        if_metageneration_match: Option<i64>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> StorageResult<Vec<ObjectRecord>> {
         let name = name.to_owned();
         self.write(move |c| {
             let b = bucket_doc(c, &name)?
@@ -383,8 +442,7 @@ impl MetaStore for SqliteMetaStore {
                     "The bucket you tried to delete is not empty: {name}"
                 )));
             }
-            c.execute("DELETE FROM buckets WHERE name = ?1", [&name])?;
-            Ok(())
+            super::soft_store::delete_bucket(c, &b, now)
         })
     }
 
@@ -402,6 +460,9 @@ impl MetaStore for SqliteMetaStore {
 
     fn list_objects(&self, q: &ListQuery) -> StorageResult<Vec<ObjectRecord>> {
         let conn = self.read();
+        if q.soft_deleted {
+            return super::soft_store::list(&conn, q);
+        }
         let (after_name, after_gen) = q.after.clone().unwrap_or_default();
         let has_after = q.after.is_some();
         let sql = format!(
@@ -436,6 +497,76 @@ impl MetaStore for SqliteMetaStore {
             out.push(rec);
         }
         Ok(out)
+    }
+
+    fn get_soft_object(
+        &self,
+        bucket: &str,
+        bucket_gen: i64,
+        name: &str,
+        generation: i64,
+    ) -> StorageResult<Option<ObjectRecord>> {
+        super::soft_store::get(&self.read(), bucket, bucket_gen, name, generation)
+    }
+
+    fn restore_object(
+        &self,
+        spec: &RestoreSpec,
+        check: ReplaceCheck,
+    ) -> StorageResult<(ObjectRecord, Option<ObjectRecord>)> {
+        let spec = spec.clone();
+        self.write(move |c| {
+            let bucket = bucket_doc(c, &spec.bucket)?.ok_or_else(|| {
+                StorageError::NotFound(format!("The specified bucket does not exist: {}", spec.bucket))
+            })?;
+            let soft = super::soft_store::get(c, &spec.bucket, bucket.generation(), &spec.name, spec.generation)?
+                .ok_or_else(|| {
+                    StorageError::NotFound(format!(
+                        "No soft-deleted object {}/{} with generation {}.",
+                        spec.bucket, spec.name, spec.generation
+                    ))
+                })?;
+            let live = live_of(c, &spec.bucket, &spec.name)?;
+            spec.pre
+                .check(live.as_ref().map(|l| (l.generation, l.metageneration)), false)?;
+            let mut replaced = None;
+            if let Some(old) = live {
+                check(&old)?;
+                if bucket.versioning {
+                    archive_row(c, &old, spec.now)?;
+                } else {
+                    replaced = super::soft_store::remove_generation(c, &bucket, &old, spec.now)?;
+                }
+            }
+            let restored =
+                super::soft_store::restore_row(c, &soft, bucket.generation(), spec.new_generation, spec.now)?;
+            Ok((restored, replaced))
+        })
+    }
+
+    fn take_hard_deletes(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> StorageResult<(Vec<ObjectRecord>, Vec<(Bucket, Vec<ObjectRecord>)>)> {
+        self.write(move |c| {
+            let objects = super::soft_store::take_due(c, now, limit)?;
+            let buckets = super::soft_store::take_due_buckets(c, now)?;
+            Ok((objects, buckets))
+        })
+    }
+
+    fn get_soft_bucket(&self, name: &str, generation: i64) -> StorageResult<Option<Bucket>> {
+        super::soft_store::get_bucket(&self.read(), name, generation)
+    }
+
+    fn list_soft_buckets(&self, project: &str, prefix: &str) -> StorageResult<Vec<Bucket>> {
+        super::soft_store::list_buckets(&self.read(), project, prefix)
+    }
+
+    fn restore_bucket(&self, name: &str, generation: i64, now: chrono::DateTime<chrono::Utc>) -> StorageResult<Bucket> {
+        let name = name.to_owned();
+        self.write(move |c| super::soft_store::restore_bucket(c, &name, generation, now))
     }
 
     fn newer_generations(&self, bucket: &str, name: &str, generation: i64) -> StorageResult<u64> {
@@ -492,12 +623,12 @@ impl MetaStore for SqliteMetaStore {
     ) -> StorageResult<Option<ObjectRecord>> {
         let (rec, pre) = (rec.clone(), *pre);
         self.write(move |c| {
-            if bucket_doc(c, &rec.bucket)?.is_none() {
+            let Some(bucket) = bucket_doc(c, &rec.bucket)? else {
                 return Err(StorageError::NotFound(format!(
                     "The specified bucket does not exist: {}",
                     rec.bucket
                 )));
-            }
+            };
             let live = live_of(c, &rec.bucket, &rec.name)?;
             pre.check(live.as_ref().map(|l| (l.generation, l.metageneration)), false)?;
             if let Some(l) = &live {
@@ -508,11 +639,7 @@ impl MetaStore for SqliteMetaStore {
                 if keep_previous {
                     archive_row(c, &old, rec.time_created)?;
                 } else {
-                    c.execute(
-                        "DELETE FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
-                        params![old.bucket, old.name, old.generation],
-                    )?;
-                    replaced = Some(old);
+                    replaced = super::soft_store::remove_generation(c, &bucket, &old, rec.time_created)?;
                 }
             }
             insert_object(c, &rec, true)?;
@@ -560,11 +687,8 @@ impl MetaStore for SqliteMetaStore {
                 archive_row(c, &target, now)?;
                 return Ok(None);
             }
-            c.execute(
-                "DELETE FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
-                params![bucket, name, target.generation],
-            )?;
-            Ok(Some(target))
+            let b = bucket_doc(c, &bucket)?.ok_or_else(|| not_found_object(&bucket, &name))?;
+            super::soft_store::remove_generation(c, &b, &target, now)
         })
     }
 
@@ -576,12 +700,12 @@ impl MetaStore for SqliteMetaStore {
     ) -> StorageResult<(ObjectRecord, Option<ObjectRecord>)> {
         let mv = mv.clone();
         self.write(move |c| {
-            if bucket_doc(c, &mv.bucket)?.is_none() {
+            let Some(bucket) = bucket_doc(c, &mv.bucket)? else {
                 return Err(StorageError::NotFound(format!(
                     "The specified bucket does not exist: {}",
                     mv.bucket
                 )));
-            }
+            };
             let src = live_of(c, &mv.bucket, &mv.src)?.ok_or_else(|| not_found_object(&mv.bucket, &mv.src))?;
             mv.src_pre.check(Some((src.generation, src.metageneration)), false)?;
             src_check(&src)?;
@@ -594,11 +718,7 @@ impl MetaStore for SqliteMetaStore {
                 if mv.keep_previous {
                     archive_row(c, &old, mv.now)?;
                 } else {
-                    c.execute(
-                        "DELETE FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3",
-                        params![old.bucket, old.name, old.generation],
-                    )?;
-                    replaced = Some(old);
+                    replaced = super::soft_store::remove_generation(c, &bucket, &old, mv.now)?;
                 }
             }
             let moved = src.moved_to(&mv.dst, mv.generation, mv.now);
@@ -671,7 +791,10 @@ impl MetaStore for SqliteMetaStore {
         let conn = self.read();
         let (an, ag) = after.clone().unwrap_or_default();
         let mut stmt = conn.prepare_cached(
-            "SELECT doc FROM objects WHERE bucket = ?1 AND key_version >= ?2 AND key_version < ?3
+            "SELECT doc, name, generation FROM objects WHERE bucket = ?1 AND key_version >= ?2 AND key_version < ?3
+               AND (?4 = 0 OR name > ?5 OR (name = ?5 AND generation > ?6))
+             UNION ALL
+             SELECT doc, name, generation FROM soft_objects WHERE bucket = ?1 AND key_version >= ?2 AND key_version < ?3
                AND (?4 = 0 OR name > ?5 OR (name = ?5 AND generation > ?6))
              ORDER BY name, generation LIMIT ?7",
         )?;
@@ -732,6 +855,7 @@ impl MetaStore for SqliteMetaStore {
         for sql in [
             "SELECT blob_id, json_array_length(doc, '$.envelope.parts') FROM objects",
             "SELECT blob_id, json_array_length(doc, '$.envelope.parts') FROM upload_sessions",
+            "SELECT blob_id, json_array_length(doc, '$.envelope.parts') FROM soft_objects",
         ] {
             let mut stmt = conn.prepare(sql)?;
             for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))? {
@@ -747,7 +871,11 @@ impl MetaStore for SqliteMetaStore {
     fn max_generation(&self) -> StorageResult<i64> {
         Ok(self
             .read()
-            .query_row("SELECT COALESCE(MAX(generation), 0) FROM objects", [], |r| r.get(0))?)
+            .query_row(
+                "SELECT MAX(COALESCE((SELECT MAX(generation) FROM objects), 0), COALESCE((SELECT MAX(generation) FROM soft_objects), 0))",
+                [],
+                |r| r.get(0),
+            )?)
     }
 }
 

@@ -19,6 +19,8 @@ pub mod rekey;
 pub mod resumable;
 pub mod segment;
 pub mod sink;
+pub mod soft_delete;
+pub mod soft_store;
 
 pub use csek::CustomerKey;
 pub use engine::{

@@ -58,6 +58,29 @@ pub struct Bucket {
     /// `lifecycle.rule`, applied by the lifecycle worker.
     #[serde(default)]
     pub lifecycle: Vec<super::lifecycle::Rule>,
+    /// `softDeletePolicy`; `None` (buckets from older builds) means off.
+    #[serde(default)]
+    pub soft_delete_policy: Option<SoftDeletePolicy>,
+    /// Set while the bucket itself is soft-deleted.
+    #[serde(default)]
+    pub soft_delete_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub hard_delete_time: Option<DateTime<Utc>>,
+}
+
+impl Bucket {
+    /// The bucket's `generation`: its creation time in microseconds, which tells one
+    /// incarnation of a name from another.
+    pub fn generation(&self) -> i64 {
+        self.time_created.timestamp_micros()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoftDeletePolicy {
+    /// 0 (off) or 7 to 90 days, in seconds.
+    pub retention_duration_seconds: i64,
+    pub effective_time: DateTime<Utc>,
 }
 
 fn default_pap() -> String {
@@ -172,6 +195,11 @@ pub struct ObjectRecord {
     /// When lifecycle last changed the storage class (else the creation time).
     #[serde(default)]
     pub time_storage_class_updated: Option<DateTime<Utc>>,
+    /// Set on soft-deleted generations: when they were deleted, and when they go for good.
+    #[serde(default)]
+    pub soft_delete_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub hard_delete_time: Option<DateTime<Utc>>,
 }
 
 impl ObjectRecord {
@@ -234,6 +262,8 @@ impl ObjectRecord {
             retention_base: None,
             time_deleted: None,
             time_storage_class_updated: None,
+            soft_delete_time: None,
+            hard_delete_time: None,
             ..self.clone()
         }
     }

@@ -83,6 +83,10 @@ pub struct RekeyJob {
     pub update_time: DateTime<Utc>,
     /// The last object handled, so a restarted job continues after it.
     pub cursor: Option<String>,
+    /// Past the live and noncurrent generations: now on the soft-deleted ones, which
+    /// use key versions too (always re-wrapped; a rewrite would make them live).
+    #[serde(default)]
+    pub soft_phase: bool,
 }
 
 /// Keeps at most this many failures in a job record.
@@ -141,6 +145,7 @@ impl Storage {
             create_time: now,
             update_time: now,
             cursor: None,
+            soft_phase: false,
         };
         self.save_job(&job).await?;
         self.spawn_job(job.clone());
@@ -272,6 +277,7 @@ impl Storage {
                 versions: true,
                 max_results: Some(500),
                 page_token: job.cursor.clone(),
+                soft_deleted: job.soft_phase,
                 ..Default::default()
             };
             let page = self.list_objects(&job.bucket, spec).await?;
@@ -342,6 +348,10 @@ impl Storage {
                 since_checkpoint += 1;
             }
             job.cursor = page.next_page_token.clone();
+            if job.cursor.is_none() && !job.soft_phase {
+                job.soft_phase = true;
+                continue;
+            }
             if since_checkpoint >= CHECKPOINT_EVERY || job.cursor.is_none() {
                 since_checkpoint = 0;
                 if job.cursor.is_none() {

@@ -66,6 +66,22 @@ TIME_SLACK = timedelta(seconds=2)
 # ======================================================================================
 
 
+
+@pytest.fixture
+def server(tmp_path):
+    """These tests count the generations a key protects; soft-deleted generations are
+    counted too (test_soft_delete.py covers that), so here new buckets have soft delete
+    off and a delete removes a generation at once."""
+    from conftest import Server
+
+    srv = Server(tmp_path / "data", ["--default-soft-delete-seconds", "0"]).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        print(srv.log_text())
+
+
 def make_bucket(gcs, prefix: str = "ret", **kwargs):
     return gcs.create_bucket(unique_bucket_name(prefix), location=BUCKET_LOCATION, **kwargs)
 

@@ -19,7 +19,6 @@ const UNSUPPORTED: &[&str] = &[
     "logging",
     "billing",
     "autoclass",
-    "softDeletePolicy",
     "hierarchicalNamespace",
     "ipFilter",
 ];
@@ -59,6 +58,7 @@ const IMPLEMENTED: &[&str] = &[
     "iamConfiguration",
     "rpo",
     "lifecycle",
+    "softDeletePolicy",
     "acl",
     "defaultObjectAcl",
 ];
@@ -315,6 +315,7 @@ pub async fn create(ctx: &Ctx, body: Body) -> GcsResult<Response> {
         public_access_prevention: iam_configuration(&body)?,
         rpo: rpo(&body)?.flatten(),
         lifecycle: super::lifecycle::parse(&body)?.unwrap_or_default(),
+        soft_delete_seconds: soft_delete_seconds(&body)?,
     };
     let b = ctx.app.storage.create_bucket(&ctx.project(), spec).await?;
     // A new bucket starts with no policy of its own, whatever an earlier bucket of the
@@ -327,6 +328,17 @@ pub async fn create(ctx: &Ctx, body: Body) -> GcsResult<Response> {
 }
 
 pub async fn get(ctx: &Ctx, name: &str) -> GcsResult<Response> {
+    if ctx.flag("softDeleted")? {
+        let generation = ctx.int("generation")?.ok_or_else(|| {
+            GcsError::new(
+                StatusCode::BAD_REQUEST,
+                "required",
+                "generation is required with softDeleted=true.",
+            )
+        })?;
+        let b = ctx.app.storage.get_soft_bucket(name, generation).await?;
+        return Ok(Json(render::bucket(&b, &ctx.base)).into_response());
+    }
     let b = ctx.app.storage.get_bucket(name).await?;
     let mg = b.metageneration;
     if ctx.int("ifMetagenerationMatch")?.is_some_and(|m| m != mg) {
@@ -342,6 +354,18 @@ pub async fn get(ctx: &Ctx, name: &str) -> GcsResult<Response> {
 }
 
 pub async fn list(ctx: &Ctx) -> GcsResult<Response> {
+    if ctx.flag("softDeleted")? {
+        let items = ctx
+            .app
+            .storage
+            .list_soft_buckets(&ctx.project(), ctx.query.get("prefix").unwrap_or(""))
+            .await?;
+        return Ok(Json(json!({
+            "kind": "storage#buckets",
+            "items": items.iter().map(|b| render::bucket(b, &ctx.base)).collect::<Vec<_>>(),
+        }))
+        .into_response());
+    }
     let max = ctx.max_results()?;
     let (items, next) = ctx
         .app
@@ -395,6 +419,7 @@ pub async fn patch(ctx: &Ctx, name: &str, body: Body, replace: bool) -> GcsResul
         None if replace => Some(None),
         None => None,
     };
+    p.soft_delete_seconds = soft_delete_seconds(&body)?;
     p.lifecycle = match super::lifecycle::parse(&body)? {
         Some(rules) => Some(rules),
         None if replace => Some(vec![]),
@@ -433,12 +458,70 @@ pub async fn lock_retention(ctx: &Ctx, name: &str) -> GcsResult<Response> {
 
 pub async fn delete(ctx: &Ctx, name: &str) -> GcsResult<Response> {
     let guard = ctx.bucket_write_guard(name).await?;
-    ctx.app.storage.delete_bucket(name, guard).await?;
+    let soft = ctx.app.storage.delete_bucket(name, guard).await?;
+    // A soft-deleted bucket keeps its policy for a restore; otherwise it goes, so a new
+    // bucket of the same name starts clean either way.
+    let live = super::bucket_resource(name);
+    match soft {
+        Some(generation) => ctx
+            .app
+            .policies
+            .rename(&live, &super::soft_bucket_resource(name, generation)),
+        None => ctx.app.policies.remove(&live),
+    }
+    .map_err(iam_error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /storage/v1/b/{b}/restore?generation=G`: only while no live bucket has the name.
+pub async fn restore(ctx: &Ctx, name: &str) -> GcsResult<Response> {
+    let generation = ctx
+        .int("generation")?
+        .ok_or_else(|| GcsError::new(StatusCode::BAD_REQUEST, "required", "Required parameter: generation"))?;
+    let b = ctx.app.storage.restore_bucket(name, generation).await?;
     ctx.app
         .policies
-        .remove(&super::bucket_resource(name))
+        .rename(
+            &super::soft_bucket_resource(name, generation),
+            &super::bucket_resource(name),
+        )
         .map_err(iam_error)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(Json(render::bucket(&b, &ctx.base)).into_response())
+}
+
+/// `softDeletePolicy`: absent → unchanged, `null` → off, else its
+/// `retentionDurationSeconds` (a number or a decimal string).
+fn soft_delete_seconds(body: &Value) -> GcsResult<Option<i64>> {
+    match body.get("softDeletePolicy") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(0)),
+        Some(Value::Object(p)) => {
+            if let Some(k) = p
+                .keys()
+                .find(|k| !matches!(k.as_str(), "retentionDurationSeconds" | "effectiveTime"))
+            {
+                return Err(GcsError::invalid(format!("Unknown softDeletePolicy field \"{k}\".")));
+            }
+            match p.get("retentionDurationSeconds") {
+                Some(Value::Number(n)) => n
+                    .as_i64()
+                    .map(Some)
+                    .ok_or_else(|| GcsError::invalid("Invalid softDeletePolicy.retentionDurationSeconds.")),
+                Some(Value::String(s)) => s.parse().map(Some).map_err(|_| {
+                    GcsError::invalid(format!("Invalid softDeletePolicy.retentionDurationSeconds \"{s}\"."))
+                }),
+                None => Err(GcsError::new(
+                    StatusCode::BAD_REQUEST,
+                    "required",
+                    "Required field: softDeletePolicy.retentionDurationSeconds.",
+                )),
+                Some(_) => Err(GcsError::invalid("Invalid softDeletePolicy.retentionDurationSeconds.")),
+            }
+        }
+        Some(_) => Err(GcsError::invalid(
+            "Invalid value for softDeletePolicy: expected an object.",
+        )),
+    }
 }
 
 fn policy_json(bucket: &str, p: &crate::iam::Policy) -> Value {

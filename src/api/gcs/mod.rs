@@ -58,6 +58,8 @@ pub enum Route {
     BucketIam(String),
     BucketIamTest(String),
     LockRetention(String),
+    RestoreObject(String, String),
+    RestoreBucket(String),
 }
 
 fn seg(s: &str) -> GcsResult<String> {
@@ -103,7 +105,8 @@ pub fn parse_route(rest: &str) -> GcsResult<Route> {
         ["b", _, "notificationConfigs", ..] => Route::NotBuilt("Pub/Sub notifications"),
         ["b", _, "operations", ..] => Route::NotBuilt("long-running bucket operations"),
         ["channels", "stop"] => Route::NotBuilt("object change notification channels"),
-        ["b", _, "o", _, "restore"] | ["b", _, "restore"] => Route::NotBuilt("soft delete and restore"),
+        ["b", b, "o", o, "restore"] => Route::RestoreObject(seg(b)?, seg(o)?),
+        ["b", b, "restore"] => Route::RestoreBucket(seg(b)?),
         ["projects", _, "hmacKeys", ..] => Route::NotBuilt("HMAC keys (they come with the XML API)"),
         _ => return Err(nf()),
     })
@@ -308,6 +311,12 @@ pub fn bucket_resource(bucket: &str) -> String {
     format!("projects/_/buckets/{bucket}")
 }
 
+/// Where a soft-deleted bucket's IAM policy waits for a restore: a name no request
+/// can address (`#` never appears in a bucket name).
+pub fn soft_bucket_resource(bucket: &str, generation: i64) -> String {
+    format!("projects/_/buckets/{bucket}#{generation}")
+}
+
 /// The resources whose policies apply to a bucket: its own, then its project's.
 pub async fn bucket_chain(app: &AppState, bucket: &str) -> Vec<String> {
     let mut chain = vec![bucket_resource(bucket)];
@@ -410,6 +419,15 @@ pub async fn json_api(
                 (&Method::POST, Route::LockRetention(b)) => {
                     require(&ctx, "storage.buckets.update", Some(&b)).await?;
                     buckets::lock_retention(&ctx, &b).await
+                }
+                (&Method::POST, Route::RestoreBucket(b)) => {
+                    require(&ctx, "storage.buckets.restore", None).await?;
+                    buckets::restore(&ctx, &b).await
+                }
+                (&Method::POST, Route::RestoreObject(b, o)) => {
+                    require(&ctx, "storage.objects.restore", Some(&b)).await?;
+                    require(&ctx, "storage.objects.create", Some(&b)).await?;
+                    objects::restore(&ctx, &b, &o).await
                 }
                 (&Method::DELETE, Route::Bucket(b)) => {
                     require(&ctx, "storage.buckets.delete", Some(&b)).await?;

@@ -207,28 +207,42 @@ async fn object_response(ctx: &Ctx, rec: &ObjectRecord, hashes: Option<&ObjectHa
 }
 
 pub async fn get(ctx: &Ctx, bucket: &str, name: &str) -> GcsResult<Response> {
-    let rec = ctx
-        .app
-        .storage
-        .get_object(bucket, name, ctx.int("generation")?, &ctx.preconditions("")?)
-        .await?;
+    let rec = if ctx.flag("softDeleted")? {
+        // A soft-deleted generation is addressed by its generation, as on GCS.
+        let generation = ctx.int("generation")?.ok_or_else(|| {
+            GcsError::new(
+                StatusCode::BAD_REQUEST,
+                "required",
+                "generation is required with softDeleted=true.",
+            )
+        })?;
+        ctx.app.storage.get_soft_object(bucket, name, generation).await?
+    } else {
+        ctx.app
+            .storage
+            .get_object(bucket, name, ctx.int("generation")?, &ctx.preconditions("")?)
+            .await?
+    };
     ctx.etags().check(&render::etag(&rec), true)?;
     let hashes = visible_hashes(ctx, &rec, false)?;
     Ok(object_response(ctx, &rec, hashes.as_ref()).await)
 }
 
 pub async fn list(ctx: &Ctx, bucket: &str) -> GcsResult<Response> {
-    if ctx.flag("softDeleted")? || ctx.flag("includeFoldersAsPrefixes")? {
+    if ctx.flag("includeFoldersAsPrefixes")? {
         return Err(GcsError::new(
             StatusCode::NOT_IMPLEMENTED,
             "notImplemented",
-            "softDeleted and includeFoldersAsPrefixes are not supported by sealstore.",
+            "includeFoldersAsPrefixes is not supported by sealstore (no hierarchical namespace).",
         ));
     }
+    let soft_deleted = ctx.flag("softDeleted")?;
     let spec = ListSpec {
+        soft_deleted,
         prefix: ctx.query.get("prefix").unwrap_or("").to_owned(),
         delimiter: ctx.query.get("delimiter").map(str::to_owned),
-        versions: ctx.flag("versions")?,
+        // Every soft-deleted generation is listed, as with versions=true.
+        versions: ctx.flag("versions")? || soft_deleted,
         max_results: ctx.max_results()?,
         page_token: ctx.query.get("pageToken").map(str::to_owned),
         start_offset: ctx
@@ -647,4 +661,24 @@ fn rewrite_response(
         v["rewriteToken"] = json!(t);
     }
     Json(v).into_response()
+}
+
+/// `POST /storage/v1/b/{b}/o/{o}/restore?generation=G`: a soft-deleted generation becomes
+/// the live object again (preconditions apply to the live object it replaces).
+pub async fn restore(ctx: &Ctx, bucket: &str, name: &str) -> GcsResult<Response> {
+    if ctx.flag("copySourceAcl")? {
+        return Err(GcsError::invalid(
+            "copySourceAcl=true: sealstore has no object ACLs to copy (uniform bucket-level access).",
+        ));
+    }
+    let generation = ctx
+        .int("generation")?
+        .ok_or_else(|| GcsError::new(StatusCode::BAD_REQUEST, "required", "Required parameter: generation"))?;
+    let rec = ctx
+        .app
+        .storage
+        .restore_object(bucket, name, generation, &ctx.preconditions("")?)
+        .await?;
+    let hashes = visible_hashes(ctx, &rec, false)?;
+    Ok(object_response(ctx, &rec, hashes.as_ref()).await)
 }

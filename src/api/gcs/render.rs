@@ -73,6 +73,20 @@ pub fn bucket(b: &Bucket, base: &str) -> Value {
             "publicAccessPrevention": b.public_access_prevention,
         }),
     );
+    m.insert("generation".into(), json!(b.generation().to_string()));
+    if let Some(p) = &b.soft_delete_policy {
+        m.insert(
+            "softDeletePolicy".into(),
+            json!({
+                "retentionDurationSeconds": p.retention_duration_seconds.to_string(),
+                "effectiveTime": time(p.effective_time),
+            }),
+        );
+    }
+    if let (Some(s), Some(h)) = (b.soft_delete_time, b.hard_delete_time) {
+        m.insert("softDeleteTime".into(), json!(time(s)));
+        m.insert("hardDeleteTime".into(), json!(time(h)));
+    }
     if !b.lifecycle.is_empty() {
         m.insert("lifecycle".into(), super::lifecycle::render(&b.lifecycle));
     }
@@ -152,6 +166,10 @@ pub fn object_in(o: &ObjectRecord, hashes: Option<&ObjectHashes>, base: &str, bu
     );
     if let Some(t) = o.time_deleted {
         m.insert("timeDeleted".into(), json!(time(t)));
+    }
+    if let (Some(s), Some(h)) = (o.soft_delete_time, o.hard_delete_time) {
+        m.insert("softDeleteTime".into(), json!(time(s)));
+        m.insert("hardDeleteTime".into(), json!(time(h)));
     }
     m.insert("etag".into(), json!(etag(o)));
     if !o.meta.metadata.is_empty() {
