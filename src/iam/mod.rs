@@ -28,8 +28,7 @@ pub fn has_permission_where(
     permission: &str,
     public_ok: bool,
 ) -> Result<bool, IamError> {
-    for resource in chain {
-        let policy = store.get(resource)?;
+    for policy in store.chain(chain)? {
         let granted = policy.bindings.iter().any(|b| {
             b.condition.is_none()
                 && roles::grants(&b.role, permission)

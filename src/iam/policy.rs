@@ -105,14 +105,74 @@ pub fn validate(policy: &Policy) -> Result<(), IamError> {
     Ok(())
 }
 
+/// Policies, with a cache validated on every check: each write (by this process or
+/// any other on the same database, such as the `iam` CLI) bumps one version number in
+/// the same transaction, and a check reads that number (one indexed row) before it
+/// trusts cached policies. So a change is seen by the next request, with no staleness,
+/// while a check costs one small query instead of a read and parse per resource.
 pub struct PolicyStore {
     conn: Mutex<Connection>,
+    cache: Mutex<PolicyCache>,
+}
+
+#[derive(Default)]
+struct PolicyCache {
+    version: i64,
+    policies: std::collections::HashMap<String, std::sync::Arc<Policy>>,
+}
+
+/// Cached policies kept at most; beyond it the cache starts over.
+const MAX_CACHED: usize = 10_000;
+
+fn bump(tx: &Connection) -> rusqlite::Result<()> {
+    tx.execute("UPDATE iam_policy_version SET v = v + 1 WHERE id = 1", [])?;
+    Ok(())
 }
 
 impl PolicyStore {
     pub fn new(conn: Connection) -> Result<Self, IamError> {
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS iam_policies (resource TEXT PRIMARY KEY, doc TEXT NOT NULL);")?;
-        Ok(Self { conn: Mutex::new(conn) })
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS iam_policies (resource TEXT PRIMARY KEY, doc TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS iam_policy_version (id INTEGER PRIMARY KEY CHECK (id = 1), v INTEGER NOT NULL);
+             INSERT OR IGNORE INTO iam_policy_version (id, v) VALUES (1, 0);",
+        )?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            cache: Mutex::new(PolicyCache {
+                version: -1,
+                policies: Default::default(),
+            }),
+        })
+    }
+
+    /// The policies of `chain`, in order, from the cache when it is current.
+    pub fn chain(&self, chain: &[String]) -> Result<Vec<std::sync::Arc<Policy>>, IamError> {
+        let conn = self.conn();
+        let version: i64 = conn.query_row("SELECT v FROM iam_policy_version WHERE id = 1", [], |r| r.get(0))?;
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.version != version || cache.policies.len() > MAX_CACHED {
+            cache.version = version;
+            cache.policies.clear();
+        }
+        let mut out = Vec::with_capacity(chain.len());
+        for resource in chain {
+            if let Some(p) = cache.policies.get(resource) {
+                out.push(p.clone());
+                continue;
+            }
+            let doc: Option<String> = conn
+                .query_row("SELECT doc FROM iam_policies WHERE resource = ?1", [resource], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let p = std::sync::Arc::new(match doc {
+                Some(d) => serde_json::from_str(&d)?,
+                None => Policy::empty(),
+            });
+            cache.policies.insert(resource.clone(), p.clone());
+            out.push(p);
+        }
+        Ok(out)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -164,14 +224,13 @@ impl PolicyStore {
             "INSERT INTO iam_policies(resource, doc) VALUES (?1, ?2) ON CONFLICT(resource) DO UPDATE SET doc = excluded.doc",
             params![resource, serde_json::to_string(&policy)?],
         )?;
+        bump(&tx)?;
         tx.commit()?;
         Ok(policy)
     }
 }
 
 impl PolicyStore {
-    /// Removes a resource's policy (its resource was deleted; a new resource with the same
-    /// name must not inherit it).
     /// Moves `from`'s policy to `to` (replacing any there); nothing to move is fine.
     /// A soft-deleted bucket keeps its policy this way, under a name no request reaches.
     pub fn rename(&self, from: &str, to: &str) -> Result<(), IamError> {
@@ -182,13 +241,19 @@ impl PolicyStore {
             "UPDATE iam_policies SET resource = ?2 WHERE resource = ?1",
             params![from, to],
         )?;
+        bump(&tx)?;
         tx.commit()?;
         Ok(())
     }
 
+    /// Removes a resource's policy (its resource was deleted; a new resource with the same
+    /// name must not inherit it).
     pub fn remove(&self, resource: &str) -> Result<(), IamError> {
-        self.conn()
-            .execute("DELETE FROM iam_policies WHERE resource = ?1", [resource])?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM iam_policies WHERE resource = ?1", [resource])?;
+        bump(&tx)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -220,6 +285,25 @@ impl PolicyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_checks_see_writes_from_another_process_at_once() {
+        let dir = std::env::temp_dir().join(format!("sealstore-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.db");
+        let _ = std::fs::remove_file(&path);
+        let server = PolicyStore::new(crate::db::open(&path).unwrap()).unwrap();
+        let cli = PolicyStore::new(crate::db::open(&path).unwrap()).unwrap();
+        let chain = vec!["projects/p".to_owned()];
+        let has = |s: &PolicyStore| crate::iam::has_permission(s, "user:a@x", &chain, "storage.objects.get").unwrap();
+        assert!(!has(&server));
+        assert!(!has(&server), "served from the cache");
+        cli.add_binding("projects/p", "roles/viewer", "user:a@x").unwrap();
+        assert!(has(&server), "the other store's write is seen by the next check");
+        cli.remove("projects/p").unwrap();
+        assert!(!has(&server));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn binding(role: &str, member: &str) -> Binding {
         Binding {
