@@ -256,6 +256,24 @@ fn archive_row(tx: &Connection, old: &ObjectRecord, now: chrono::DateTime<chrono
     Ok(())
 }
 
+/// Takes the live generation `old` out of the way of a new one: kept as noncurrent on
+/// a versioned bucket (`keep_previous`), else removed (soft-deleted when the bucket has
+/// soft delete). Returns the removed record when its blob must go.
+fn replace_live(
+    c: &Connection,
+    bucket: &Bucket,
+    old: &ObjectRecord,
+    keep_previous: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> StorageResult<Option<ObjectRecord>> {
+    if keep_previous {
+        archive_row(c, old, now)?;
+        Ok(None)
+    } else {
+        super::soft_store::remove_generation(c, bucket, old, now)
+    }
+}
+
 /// The live generation's record, without inline data (what write transactions check).
 fn live_of(tx: &Connection, bucket: &str, name: &str) -> StorageResult<Option<ObjectRecord>> {
     let doc: Option<String> = tx
@@ -310,22 +328,24 @@ fn insert_object(tx: &Connection, rec: &ObjectRecord, live: bool) -> StorageResu
     Ok(())
 }
 
-/// Replaces a generation's document if its metageneration is still `expected`.
+/// Replaces a generation's document if its metageneration is still `expected`. The
+/// generation may be soft-deleted (re-key jobs re-wrap those too).
 fn update_row(c: &Connection, rec: &ObjectRecord, expected: i64) -> StorageResult<()> {
-    let n = c
-        .prepare_cached(
-            "UPDATE objects SET doc = ?4, key_version = ?6 WHERE bucket = ?1 AND name = ?2 AND generation = ?3
-               AND json_extract(doc, '$.metageneration') = ?5",
-        )?
-        .execute(params![
-            rec.bucket,
-            rec.name,
-            rec.generation,
-            serde_json::to_string(rec)?,
-            expected,
-            key_column(rec)
-        ])?;
-    if n == 0 && !super::soft_store::update_row(c, rec, expected, &key_column(rec))? {
+    let doc = serde_json::to_string(rec)?;
+    let key = key_column(rec);
+    let mut n = 0;
+    for table in ["objects", "soft_objects"] {
+        n = c
+            .prepare_cached(&format!(
+                "UPDATE {table} SET doc = ?4, key_version = ?6 WHERE bucket = ?1 AND name = ?2 AND generation = ?3
+                   AND json_extract(doc, '$.metageneration') = ?5"
+            ))?
+            .execute(params![rec.bucket, rec.name, rec.generation, doc, expected, key])?;
+        if n > 0 {
+            break;
+        }
+    }
+    if n == 0 {
         return Err(StorageError::ConcurrentChange(
             "The object's metadata changed concurrently (metageneration); retry the request.".into(),
         ));
@@ -529,15 +549,13 @@ impl MetaStore for SqliteMetaStore {
             let live = live_of(c, &spec.bucket, &spec.name)?;
             spec.pre
                 .check(live.as_ref().map(|l| (l.generation, l.metageneration)), false)?;
-            let mut replaced = None;
-            if let Some(old) = live {
-                check(&old)?;
-                if bucket.versioning {
-                    archive_row(c, &old, spec.now)?;
-                } else {
-                    replaced = super::soft_store::remove_generation(c, &bucket, &old, spec.now)?;
+            let replaced = match live {
+                Some(old) => {
+                    check(&old)?;
+                    replace_live(c, &bucket, &old, bucket.versioning, spec.now)?
                 }
-            }
+                None => None,
+            };
             let restored =
                 super::soft_store::restore_row(c, &soft, bucket.generation(), spec.new_generation, spec.now)?;
             Ok((restored, replaced))
@@ -634,14 +652,10 @@ impl MetaStore for SqliteMetaStore {
             if let Some(l) = &live {
                 check(l)?;
             }
-            let mut replaced = None;
-            if let Some(old) = live {
-                if keep_previous {
-                    archive_row(c, &old, rec.time_created)?;
-                } else {
-                    replaced = super::soft_store::remove_generation(c, &bucket, &old, rec.time_created)?;
-                }
-            }
+            let replaced = match live {
+                Some(old) => replace_live(c, &bucket, &old, keep_previous, rec.time_created)?,
+                None => None,
+            };
             insert_object(c, &rec, true)?;
             Ok(replaced)
         })
@@ -712,15 +726,13 @@ impl MetaStore for SqliteMetaStore {
             let live = live_of(c, &mv.bucket, &mv.dst)?;
             mv.dst_pre
                 .check(live.as_ref().map(|l| (l.generation, l.metageneration)), false)?;
-            let mut replaced = None;
-            if let Some(old) = live {
-                dst_check(&old)?;
-                if mv.keep_previous {
-                    archive_row(c, &old, mv.now)?;
-                } else {
-                    replaced = super::soft_store::remove_generation(c, &bucket, &old, mv.now)?;
+            let replaced = match live {
+                Some(old) => {
+                    dst_check(&old)?;
+                    replace_live(c, &bucket, &old, mv.keep_previous, mv.now)?
                 }
-            }
+                None => None,
+            };
             let moved = src.moved_to(&mv.dst, mv.generation, mv.now);
             // The row itself moves, so an inline object's data column goes with it and
             // the key index (key_version) keeps pointing at the data.

@@ -66,13 +66,11 @@ pub fn remove_generation(
             ms(hard),
             serde_json::to_string(&doc)?
         ])?;
-        c.prepare_cached("DELETE FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3")?
-            .execute(params![old.bucket, old.name, old.generation])?;
-        return Ok(None);
     }
     c.prepare_cached("DELETE FROM objects WHERE bucket = ?1 AND name = ?2 AND generation = ?3")?
         .execute(params![old.bucket, old.name, old.generation])?;
-    Ok(Some(old.clone()))
+    // A soft-deleted generation keeps its blob; a removed one's blob goes next.
+    Ok(retention(bucket).is_none().then(|| old.clone()))
 }
 
 /// A soft-deleted generation of the bucket incarnation `bucket_gen`, with its data.
@@ -160,25 +158,6 @@ pub fn restore_row(
     )?
     .execute(params![soft.bucket, bucket_gen, soft.name, soft.generation])?;
     Ok(rec)
-}
-
-/// Replaces a soft-deleted generation's document (re-key jobs re-wrap them) if its
-/// metageneration is still `expected`. `Ok(false)` when no such row.
-pub fn update_row(c: &Connection, rec: &ObjectRecord, expected: i64, key_column: &str) -> StorageResult<bool> {
-    let n = c
-        .prepare_cached(
-            "UPDATE soft_objects SET doc = ?4, key_version = ?6 WHERE bucket = ?1 AND name = ?2 AND generation = ?3
-               AND json_extract(doc, '$.metageneration') = ?5",
-        )?
-        .execute(params![
-            rec.bucket,
-            rec.name,
-            rec.generation,
-            serde_json::to_string(rec)?,
-            expected,
-            key_column
-        ])?;
-    Ok(n > 0)
 }
 
 /// Deletes up to `limit` soft-deleted generations whose hard-delete time has come, and

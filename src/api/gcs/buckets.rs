@@ -329,13 +329,7 @@ pub async fn create(ctx: &Ctx, body: Body) -> GcsResult<Response> {
 
 pub async fn get(ctx: &Ctx, name: &str) -> GcsResult<Response> {
     if ctx.flag("softDeleted")? {
-        let generation = ctx.int("generation")?.ok_or_else(|| {
-            GcsError::new(
-                StatusCode::BAD_REQUEST,
-                "required",
-                "generation is required with softDeleted=true.",
-            )
-        })?;
+        let generation = ctx.required_int("generation", "generation is required with softDeleted=true.")?;
         let b = ctx.app.storage.get_soft_bucket(name, generation).await?;
         return Ok(Json(render::bucket(&b, &ctx.base)).into_response());
     }
@@ -475,9 +469,7 @@ pub async fn delete(ctx: &Ctx, name: &str) -> GcsResult<Response> {
 
 /// `POST /storage/v1/b/{b}/restore?generation=G`: only while no live bucket has the name.
 pub async fn restore(ctx: &Ctx, name: &str) -> GcsResult<Response> {
-    let generation = ctx
-        .int("generation")?
-        .ok_or_else(|| GcsError::new(StatusCode::BAD_REQUEST, "required", "Required parameter: generation"))?;
+    let generation = ctx.required_int("generation", "Required parameter: generation")?;
     let b = ctx.app.storage.restore_bucket(name, generation).await?;
     ctx.app
         .policies

@@ -169,6 +169,12 @@ impl Ctx {
             .map_err(|m| GcsError::new(StatusCode::BAD_REQUEST, "invalidParameter", m))
     }
 
+    /// An integer parameter the request cannot do without: 400 `required` with `message`.
+    pub fn required_int(&self, key: &str, message: &str) -> GcsResult<i64> {
+        self.int(key)?
+            .ok_or_else(|| GcsError::new(StatusCode::BAD_REQUEST, "required", message))
+    }
+
     pub fn flag(&self, key: &str) -> GcsResult<bool> {
         self.query
             .bool(key)

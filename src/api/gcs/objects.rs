@@ -209,13 +209,7 @@ async fn object_response(ctx: &Ctx, rec: &ObjectRecord, hashes: Option<&ObjectHa
 pub async fn get(ctx: &Ctx, bucket: &str, name: &str) -> GcsResult<Response> {
     let rec = if ctx.flag("softDeleted")? {
         // A soft-deleted generation is addressed by its generation, as on GCS.
-        let generation = ctx.int("generation")?.ok_or_else(|| {
-            GcsError::new(
-                StatusCode::BAD_REQUEST,
-                "required",
-                "generation is required with softDeleted=true.",
-            )
-        })?;
+        let generation = ctx.required_int("generation", "generation is required with softDeleted=true.")?;
         ctx.app.storage.get_soft_object(bucket, name, generation).await?
     } else {
         ctx.app
@@ -671,9 +665,7 @@ pub async fn restore(ctx: &Ctx, bucket: &str, name: &str) -> GcsResult<Response>
             "copySourceAcl=true: sealstore has no object ACLs to copy (uniform bucket-level access).",
         ));
     }
-    let generation = ctx
-        .int("generation")?
-        .ok_or_else(|| GcsError::new(StatusCode::BAD_REQUEST, "required", "Required parameter: generation"))?;
+    let generation = ctx.required_int("generation", "Required parameter: generation")?;
     let rec = ctx
         .app
         .storage
