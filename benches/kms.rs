@@ -78,6 +78,7 @@ fn bench_http() -> f64 {
         audit_stdout: false,
         tls: None,
         public_url: None,
+        xml_domain: None,
         limits: Default::default(),
         conn: Default::default(),
         lifecycle: Default::default(),

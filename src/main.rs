@@ -57,6 +57,58 @@ enum IamCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// HMAC keys that sign XML (S3) API requests as a service account.
+    HmacKeys {
+        #[command(subcommand)]
+        command: HmacCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HmacCommand {
+    /// Creates a key for a service account and prints its access id and secret (the
+    /// secret only this once); with --role, also binds that role to the service
+    /// account on the project.
+    Create {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        /// The service account's email (`name@project.iam.gserviceaccount.com`).
+        #[arg(long)]
+        service_account: String,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        role: Option<String>,
+    },
+    List {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[arg(long)]
+        project: String,
+        /// Also list deleted keys.
+        #[arg(long)]
+        show_deleted: bool,
+    },
+    /// Sets a key ACTIVE or INACTIVE.
+    Update {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        access_id: String,
+        #[arg(long)]
+        state: String,
+    },
+    /// Deletes an INACTIVE key.
+    Delete {
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        access_id: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -93,7 +145,7 @@ enum TokenCommand {
     },
 }
 
-fn token_store(dir: &DataDirArgs) -> anyhow::Result<(sealstore::iam::tokens::TokenStore, std::path::PathBuf)> {
+fn root_and_db(dir: &DataDirArgs) -> anyhow::Result<(sealstore::rootkey::RootKey, std::path::PathBuf)> {
     sealstore::files::private_dir(&dir.data_dir)?;
     let env = std::env::var("SEALSTORE_ROOT_KEY").ok().map(zeroize::Zeroizing::new);
     let root = sealstore::server::root_key_for(
@@ -101,15 +153,90 @@ fn token_store(dir: &DataDirArgs) -> anyhow::Result<(sealstore::iam::tokens::Tok
         dir.root_key_file.as_deref(),
         env.as_ref().map(|s| s.as_str()),
     )?;
-    let db = dir.data_dir.join("sealstore.db");
+    Ok((root, dir.data_dir.join("sealstore.db")))
+}
+
+fn token_store(dir: &DataDirArgs) -> anyhow::Result<(sealstore::iam::tokens::TokenStore, std::path::PathBuf)> {
+    let (root, db) = root_and_db(dir)?;
     Ok((
         sealstore::iam::tokens::TokenStore::new(sealstore::db::open(&db)?, &root)?,
         db,
     ))
 }
 
+fn hmac_store(dir: &DataDirArgs) -> anyhow::Result<(sealstore::iam::hmac_keys::HmacKeyStore, std::path::PathBuf)> {
+    let (root, db) = root_and_db(dir)?;
+    Ok((
+        sealstore::iam::hmac_keys::HmacKeyStore::new(
+            sealstore::db::open(&db)?,
+            sealstore::kms::seal::Sealer::new(&root),
+        )?,
+        db,
+    ))
+}
+
+fn run_hmac(command: HmacCommand) -> anyhow::Result<()> {
+    let now = chrono::Utc::now();
+    match command {
+        HmacCommand::Create {
+            dir,
+            service_account,
+            project,
+            role,
+        } => {
+            let (store, db) = hmac_store(&dir)?;
+            let (meta, secret) = store.create(&project, &service_account, now)?;
+            if let Some(role) = role {
+                let policies = sealstore::iam::PolicyStore::new(sealstore::db::open(&db)?)?;
+                policies.add_binding(&format!("projects/{project}"), &role, &meta.principal())?;
+            }
+            eprintln!("created HMAC key for {service_account} in project {project}");
+            println!("{}\t{}", meta.access_id, secret.as_str());
+        }
+        HmacCommand::List {
+            dir,
+            project,
+            show_deleted,
+        } => {
+            let (store, _) = hmac_store(&dir)?;
+            for m in store.list(&project, None, show_deleted, None, usize::MAX >> 1)? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    m.access_id,
+                    m.service_account_email,
+                    m.state,
+                    m.time_created.to_rfc3339()
+                );
+            }
+        }
+        HmacCommand::Update {
+            dir,
+            project,
+            access_id,
+            state,
+        } => {
+            let (store, _) = hmac_store(&dir)?;
+            let m = store.set_state(&project, &access_id, &state, None, now)?;
+            eprintln!("HMAC key {} is {}", m.access_id, m.state);
+        }
+        HmacCommand::Delete {
+            dir,
+            project,
+            access_id,
+        } => {
+            let (store, _) = hmac_store(&dir)?;
+            store.delete(&project, &access_id, now)?;
+            eprintln!("deleted HMAC key {access_id}");
+        }
+    }
+    Ok(())
+}
+
 fn run_iam(command: IamCommand) -> anyhow::Result<()> {
-    let IamCommand::Tokens { command } = command;
+    let command = match command {
+        IamCommand::Tokens { command } => command,
+        IamCommand::HmacKeys { command } => return run_hmac(command),
+    };
     match command {
         TokenCommand::Create {
             dir,
@@ -199,6 +326,10 @@ struct ServeArgs {
     /// came in on; a Host header is honoured only when it names one of the two.
     #[arg(long, env = "SEALSTORE_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Serve virtual-host-style XML (S3) API requests: a request whose Host is
+    /// `{bucket}.{DOMAIN}` addresses that bucket. Path style always works.
+    #[arg(long, env = "SEALSTORE_XML_DOMAIN")]
+    xml_domain: Option<String>,
     /// Seconds a client has to send a request's headers; also how long a kept-alive
     /// connection may sit idle between requests.
     #[arg(long, env = "SEALSTORE_HEADER_READ_TIMEOUT_SECS", default_value_t = 30,
@@ -288,6 +419,7 @@ fn main() -> anyhow::Result<()> {
                 root_key_env: std::env::var("SEALSTORE_ROOT_KEY").ok().map(zeroize::Zeroizing::new),
                 tls: args.tls_cert.zip(args.tls_key),
                 public_url: args.public_url,
+                xml_domain: args.xml_domain,
                 limits: sealstore::api::Limits {
                     max_body_bytes: usize::try_from(args.max_request_body_bytes)?,
                     body_idle_timeout: Duration::from_secs(args.body_idle_timeout_secs),

@@ -43,6 +43,8 @@ pub struct ServeConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// `--public-url`: the base of the links the API returns.
     pub public_url: Option<String>,
+    /// `--xml-domain`: serve `{bucket}.{domain}` virtual-host XML API requests.
+    pub xml_domain: Option<String>,
     /// Request-level limits (body sizes, body idle timeout, requests in flight).
     pub limits: crate::api::Limits,
     /// Connection-level limits (header timeout, connections, shutdown grace).
@@ -169,6 +171,10 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
     }
     let policies = Arc::new(PolicyStore::new(crate::db::open(&db_path)?)?);
     let tokens = Arc::new(crate::iam::tokens::TokenStore::new(crate::db::open(&db_path)?, &root)?);
+    let hmac_keys = Arc::new(crate::iam::hmac_keys::HmacKeyStore::new(
+        crate::db::open(&db_path)?,
+        Sealer::new(&root),
+    )?);
     let audit = Arc::new(crate::audit::AuditLog::open(
         &cfg.data_dir.join("audit.log"),
         cfg.audit_stdout,
@@ -208,11 +214,16 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
         auto_grant_service_agent: cfg.auto_grant_service_agent,
         token_auth: cfg.token_auth,
         tokens,
+        hmac_keys,
         audit,
         rewrite_tokens: Arc::new(crate::api::gcs::rewrite_token::RewriteTokens::new(&root)),
         scheme: if cfg.tls.is_some() { "https" } else { "http" },
         limits: cfg.limits,
         links: Arc::new(crate::api::links::Links::new(cfg.public_url.as_deref()).map_err(anyhow::Error::msg)?),
+        xml_domain: cfg
+            .xml_domain
+            .as_ref()
+            .map(|d| d.trim_matches('.').to_ascii_lowercase()),
         in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_in_flight.max(1))),
     })
 }

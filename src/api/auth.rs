@@ -38,6 +38,24 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
     if path == "/healthz" || path == "/readyz" || path == super::oauth2::TOKEN_PATH {
         return next.run(req).await;
     }
+    if super::xml::is_xml_path(&path) {
+        let sent_path = req
+            .extensions()
+            .get::<super::xml::OriginalPath>()
+            .map_or_else(|| path.clone(), |p| p.0.clone());
+        let (method, uri, headers) = (req.method().clone(), req.uri().clone(), req.headers().clone());
+        match super::xml::auth::authenticate(&app, &method, &uri, &headers, sent_path).await {
+            Err(e) => return e.into_response(),
+            Ok(Some((principal, verified, project))) => {
+                req.extensions_mut().insert(Principal(principal));
+                req.extensions_mut().insert(verified);
+                req.extensions_mut().insert(project);
+                return next.run(req).await;
+            }
+            // Unsigned: a bearer token, or the dev user.
+            Ok(None) => {}
+        }
+    }
     let bearer = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)

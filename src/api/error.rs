@@ -151,6 +151,8 @@ impl From<IamError> for RpcError {
         match e {
             IamError::InvalidArgument(m) => Self::new(Code::InvalidArgument, m),
             IamError::Aborted(m) => Self::new(Code::Aborted, m),
+            IamError::NotFound(m) => Self::new(Code::NotFound, m),
+            IamError::FailedPrecondition(m) => Self::new(Code::FailedPrecondition, m),
             IamError::Store(_) | IamError::Corrupt(_) => {
                 tracing::error!(error = %e, "internal IAM error");
                 Self::new(Code::Internal, "Internal error.")

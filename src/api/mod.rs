@@ -12,6 +12,7 @@ pub mod oauth2;
 pub mod observe;
 pub mod ops;
 pub mod query;
+pub mod xml;
 
 use crate::clock::Clock;
 use crate::iam::PolicyStore;
@@ -35,6 +36,8 @@ pub struct AppState {
     /// `--auth token`: every request needs a bearer token.
     pub token_auth: bool,
     pub tokens: Arc<crate::iam::tokens::TokenStore>,
+    /// HMAC keys that sign XML API requests.
+    pub hmac_keys: Arc<crate::iam::hmac_keys::HmacKeyStore>,
     pub audit: Arc<crate::audit::AuditLog>,
     /// Authenticates the tokens of multi-call rewrites.
     pub rewrite_tokens: Arc<gcs::rewrite_token::RewriteTokens>,
@@ -43,6 +46,8 @@ pub struct AppState {
     pub limits: Limits,
     /// How links are formed (`--public-url`, the Host header's check).
     pub links: Arc<links::Links>,
+    /// `--xml-domain`: virtual-host-style XML API requests (`{bucket}.{domain}`).
+    pub xml_domain: Option<String>,
     /// Permits for requests in flight (`Limits::max_in_flight`).
     pub in_flight: Arc<tokio::sync::Semaphore>,
 }
@@ -69,7 +74,7 @@ impl Default for Limits {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -81,12 +86,19 @@ pub fn router(state: AppState) -> Router {
         .route("/resumable/upload/storage/v1/{*rest}", any(gcs::upload_api))
         .route("/download/storage/v1/{*rest}", any(gcs::download_api))
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .fallback(ops::not_found)
+        // Every other path is the XML API's (path style); it answers the reserved
+        // prefixes' unknown paths as before.
+        .fallback(xml::handle)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(ops::panic_response))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             state.limits.body_idle_timeout,
         ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::observe))
+        .with_state(state.clone());
+    // Virtual-host requests are rewritten to path style before routing.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), xml::virtual_host))
         .with_state(state)
 }

@@ -77,7 +77,7 @@ pub fn api_of(path: &str) -> &'static str {
         "sealstore" => "ops",
         "oauth2" => "oauth2",
         "healthz" | "readyz" | "metrics" => "health",
-        _ => "other",
+        _ => "xml",
     }
 }
 
@@ -100,6 +100,19 @@ pub fn error_for_path(path: &str, status: StatusCode, reason: &'static str, code
     match api_of(path) {
         "gcs_json" | "gcs_upload" | "gcs_download" => {
             super::gcs::error::GcsError::new(status, reason, message).into_response()
+        }
+        "xml" => {
+            let code = match status.as_u16() {
+                401 | 403 => "AccessDenied",
+                408 => "RequestTimeout",
+                413 => "EntityTooLarge",
+                503 => "SlowDown",
+                s if s >= 500 => "InternalError",
+                _ => "InvalidRequest",
+            };
+            // S3 answers an anonymous request it cannot serve with 403, never 401.
+            let status = if status.as_u16() == 401 { 403 } else { status.as_u16() };
+            super::xml::error::S3Error::new(status, code, message).into_response()
         }
         _ => RpcError::new(code, message).into_response(),
     }
@@ -249,7 +262,7 @@ mod tests {
     #[test]
     fn labels_come_from_fixed_sets() {
         assert_eq!(api_of("/storage/v1/b"), "gcs_json");
-        assert_eq!(api_of("/my-bucket/my-object"), "other");
+        assert_eq!(api_of("/my-bucket/my-object"), "xml");
         assert_eq!(method_label(&axum::http::Method::from_bytes(b"BREW").unwrap()), "OTHER");
     }
 }

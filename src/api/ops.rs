@@ -73,35 +73,8 @@ pub async fn metrics(
         .into_response()
 }
 
-/// Path prefixes of the APIs sealstore serves; anything else would be the XML API.
-const API_PREFIXES: &[&str] = &[
-    "storage",
-    "upload",
-    "download",
-    "resumable",
-    "batch",
-    "v1",
-    "sealstore",
-    "healthz",
-    "readyz",
-    "metrics",
-    "oauth2",
-];
-
+/// An unknown path under one of the reserved prefixes (other paths are the XML API's).
 pub async fn not_found(method: Method, uri: Uri) -> Response {
-    let first = uri.path().trim_start_matches('/').split('/').next().unwrap_or("");
-    if !first.is_empty() && !API_PREFIXES.contains(&first) {
-        // `/{bucket}/{object}` is the GCS XML (S3-compatible) API: not built yet, and
-        // answered in that API's own error format.
-        let body = "<?xml version='1.0' encoding='UTF-8'?><Error><Code>NotImplemented</Code>\
-            <Message>The XML API is not supported yet: use the JSON API (/storage/v1).</Message></Error>";
-        return (
-            axum::http::StatusCode::NOT_IMPLEMENTED,
-            [(axum::http::header::CONTENT_TYPE, "application/xml; charset=UTF-8")],
-            body,
-        )
-            .into_response();
-    }
     RpcError::new(Code::NotFound, format!("No such endpoint: {method} {}.", uri.path())).into_response()
 }
 

@@ -1,6 +1,7 @@
 //! Identity and access: IAM policies attached to resources, the role table, and the
 //! permission check.
 
+pub mod hmac_keys;
 pub mod policy;
 pub mod roles;
 pub mod tokens;

@@ -13,6 +13,10 @@ pub enum IamError {
     /// The caller's etag is stale: someone changed the policy since they read it.
     #[error("{0}")]
     Aborted(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("iam store: {0}")]
     Store(#[from] rusqlite::Error),
     #[error("iam store: corrupt policy: {0}")]

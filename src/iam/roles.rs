@@ -68,7 +68,9 @@ pub const STORAGE_PERMISSIONS: &[&str] = &[
 pub fn grants(role: &str, permission: &str) -> bool {
     let kms = permission.starts_with("cloudkms.");
     match role {
-        "roles/storage.admin" => permission.starts_with("storage."),
+        // As on GCS, storage admins do not manage HMAC keys: that is its own role.
+        "roles/storage.admin" => permission.starts_with("storage.") && !permission.starts_with("storage.hmacKeys."),
+        "roles/storage.hmacKeyAdmin" => permission.starts_with("storage.hmacKeys."),
         "roles/storage.objectAdmin" => permission.starts_with("storage.objects."),
         "roles/storage.objectCreator" => permission == "storage.objects.create",
         "roles/storage.objectViewer" => matches!(permission, "storage.objects.get" | "storage.objects.list"),
@@ -124,6 +126,7 @@ pub const KNOWN_ROLES: &[&str] = &[
     "roles/cloudkms.cryptoOperator",
     "roles/cloudkms.viewer",
     "roles/storage.admin",
+    "roles/storage.hmacKeyAdmin",
     "roles/storage.objectAdmin",
     "roles/storage.objectCreator",
     "roles/storage.objectViewer",

@@ -184,6 +184,8 @@ pub struct WriteSpec {
     pub may_replace: bool,
     /// A customer-supplied key: it protects the object instead of any KMS key.
     pub csek: Option<Arc<CustomerKey>>,
+    /// The S3 ETag of an object completed from a multipart upload (`…-N`).
+    pub multipart_etag: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -853,7 +855,7 @@ impl Storage {
     }
 
     /// A fresh DEK under the Google-managed key, whatever the bucket default.
-    fn google_managed_envelope(&self, bucket: &Bucket) -> StorageResult<(Envelope, Arc<ObjectCipher>)> {
+    pub(super) fn google_managed_envelope(&self, bucket: &Bucket) -> StorageResult<(Envelope, Arc<ObjectCipher>)> {
         let mut b = bucket.clone();
         b.default_kms_key_name = None;
         self.new_envelope(&b, None, None)
@@ -1066,6 +1068,7 @@ impl Storage {
             updated: now,
             component_count,
             envelope,
+            multipart_etag: spec.multipart_etag.clone(),
             temporary_hold: spec.protection.temporary_hold,
             event_based_hold: spec
                 .protection
@@ -1080,18 +1083,20 @@ impl Storage {
         }
     }
 
-    /// Writes a new generation from a plaintext stream (media, multipart, copy, compose).
-    pub async fn write<S, E>(&self, spec: WriteSpec, body: S) -> StorageResult<(ObjectRecord, ObjectHashes)>
+    /// Encrypts a plaintext stream into `envelope`'s blob parts (or inline, below
+    /// `inline_max` bytes). The returned lease keeps the sweeper off the blob until the
+    /// row that references it is committed.
+    pub(super) async fn store_data<S, E>(
+        &self,
+        envelope: &mut Envelope,
+        cipher: &Arc<ObjectCipher>,
+        body: S,
+        inline_max: usize,
+    ) -> StorageResult<(Arc<super::blobs::BlobLease>, Hashes)>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: Into<StorageError>,
     {
-        let bucket = self.prepare_write(&spec).await?;
-        let (mut envelope, cipher) = if spec.force_google_managed {
-            self.google_managed_envelope(&bucket)?
-        } else {
-            self.new_envelope(&bucket, spec.kms_key_name.as_deref(), spec.csek.as_deref())?
-        };
         // Held until the row is committed (or the write given up): the sweeper must not
         // take the parts of an upload in progress, however long it runs.
         let lease = self.blobs.lease(&envelope.blob_id, false).await?;
@@ -1119,7 +1124,7 @@ impl Storage {
                 }
             }
         }
-        let (stored, hashes) = sink.finish_object(self.inline_max).await?;
+        let (stored, hashes) = sink.finish_object(inline_max).await?;
         match stored {
             Stored::Parts(parts) => envelope.parts = parts,
             Stored::Inline(sealed) => {
@@ -1128,6 +1133,22 @@ impl Storage {
                 envelope.inline_data = Some(InlineData(sealed));
             }
         }
+        Ok((lease, hashes))
+    }
+
+    /// Writes a new generation from a plaintext stream (media, multipart, copy, compose).
+    pub async fn write<S, E>(&self, spec: WriteSpec, body: S) -> StorageResult<(ObjectRecord, ObjectHashes)>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: Into<StorageError>,
+    {
+        let bucket = self.prepare_write(&spec).await?;
+        let (mut envelope, cipher) = if spec.force_google_managed {
+            self.google_managed_envelope(&bucket)?
+        } else {
+            self.new_envelope(&bucket, spec.kms_key_name.as_deref(), spec.csek.as_deref())?
+        };
+        let (lease, hashes) = self.store_data(&mut envelope, &cipher, body, self.inline_max).await?;
         let (crc, md5, size) = hashes.finish();
         if let Err(e) = Self::check_expected(&spec, crc, &md5) {
             self.discard_blob(&envelope).await;
@@ -1467,8 +1488,10 @@ impl Storage {
         if spec.storage_class.is_none() {
             spec.storage_class = Some(source.record.storage_class.clone());
         }
-        // A copy of a composite stays composite: no MD5, same component count.
+        // A copy of a composite stays composite: no MD5, same component count, and the
+        // same data keeps its multipart ETag.
         spec.component_count = source.record.component_count;
+        spec.multipart_etag = source.record.multipart_etag.clone();
         let stream = self.read_range(&source, 0, source.record.size);
         self.write(spec, stream).await
     }

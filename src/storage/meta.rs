@@ -175,6 +175,25 @@ pub trait MetaStore: Send + Sync {
     fn get_rekey_job(&self, name: &str) -> StorageResult<Option<super::rekey::RekeyJob>>;
     fn running_rekey_jobs(&self) -> StorageResult<Vec<super::rekey::RekeyJob>>;
     fn max_generation(&self) -> StorageResult<i64>;
+    /// XML API multipart uploads and their parts (`storage::multipart`).
+    fn put_multipart(&self, u: &super::multipart::MultipartUpload) -> StorageResult<()>;
+    fn get_multipart(&self, id: &str) -> StorageResult<Option<super::multipart::MultipartUpload>>;
+    /// Uploads of a bucket by (name, id) after `after`, names starting with `prefix`.
+    fn list_multipart(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> StorageResult<Vec<super::multipart::MultipartUpload>>;
+    /// Stores a part, returning the one it replaced. Fails if the upload is gone.
+    fn put_part(&self, p: &super::multipart::Part) -> StorageResult<Option<super::multipart::Part>>;
+    fn list_parts(&self, upload_id: &str, after: u32, limit: usize) -> StorageResult<Vec<super::multipart::Part>>;
+    /// Removes an upload and its parts, returning the parts (their blobs are the
+    /// caller's to delete). `None` if there was no such upload.
+    fn delete_multipart(&self, id: &str) -> StorageResult<Option<Vec<super::multipart::Part>>>;
+    /// Ids of uploads started before `before`.
+    fn multipart_started_before(&self, before: chrono::DateTime<chrono::Utc>) -> StorageResult<Vec<String>>;
 }
 
 pub struct SqliteMetaStore {
@@ -194,6 +213,11 @@ CREATE INDEX IF NOT EXISTS objects_bucket_key ON objects (bucket, key_version, n
 CREATE TABLE IF NOT EXISTS rekey_jobs (name TEXT PRIMARY KEY, state TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS upload_sessions (id TEXT PRIMARY KEY, blob_id TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS worker_cursors (worker TEXT PRIMARY KEY, cursor TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS multipart_uploads (id TEXT PRIMARY KEY, bucket TEXT NOT NULL, name TEXT NOT NULL,
+    initiated INTEGER NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS multipart_uploads_name ON multipart_uploads (bucket, name, id);
+CREATE TABLE IF NOT EXISTS multipart_parts (upload_id TEXT NOT NULL, part_number INTEGER NOT NULL,
+    blob_id TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (upload_id, part_number));
 ";
 
 impl SqliteMetaStore {
@@ -868,6 +892,7 @@ impl MetaStore for SqliteMetaStore {
             "SELECT blob_id, json_array_length(doc, '$.envelope.parts') FROM objects",
             "SELECT blob_id, json_array_length(doc, '$.envelope.parts') FROM upload_sessions",
             "SELECT blob_id, json_array_length(doc, '$.envelope.parts') FROM soft_objects",
+            "SELECT blob_id, json_array_length(doc, '$.envelope.parts') FROM multipart_parts",
         ] {
             let mut stmt = conn.prepare(sql)?;
             for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))? {
@@ -878,6 +903,131 @@ impl MetaStore for SqliteMetaStore {
             }
         }
         Ok(out)
+    }
+
+    fn put_multipart(&self, u: &super::multipart::MultipartUpload) -> StorageResult<()> {
+        let u = u.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO multipart_uploads (id, bucket, name, initiated, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    u.id,
+                    u.bucket,
+                    u.name,
+                    u.initiated.timestamp_micros(),
+                    serde_json::to_string(&u)?
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn get_multipart(&self, id: &str) -> StorageResult<Option<super::multipart::MultipartUpload>> {
+        let doc: Option<String> = self
+            .read()
+            .query_row("SELECT doc FROM multipart_uploads WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
+    }
+
+    fn list_multipart(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> StorageResult<Vec<super::multipart::MultipartUpload>> {
+        let conn = self.read();
+        let (an, ai) = after.unwrap_or_default();
+        let mut stmt = conn.prepare(
+            "SELECT doc FROM multipart_uploads WHERE bucket = ?1 AND name >= ?2 AND (name > ?3 OR (name = ?3 AND id > ?4))
+               ORDER BY name, id LIMIT ?5",
+        )?;
+        let rows = stmt.query_map(params![bucket, prefix, an, ai, limit as i64], |r| r.get::<_, String>(0))?;
+        let mut out = vec![];
+        for doc in rows {
+            let u: super::multipart::MultipartUpload = serde_json::from_str(&doc?)?;
+            if !u.name.starts_with(prefix) {
+                break;
+            }
+            out.push(u);
+        }
+        Ok(out)
+    }
+
+    fn put_part(&self, p: &super::multipart::Part) -> StorageResult<Option<super::multipart::Part>> {
+        let p = p.clone();
+        self.write(move |c| {
+            let exists: Option<i64> = c
+                .query_row("SELECT 1 FROM multipart_uploads WHERE id = ?1", [&p.upload_id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if exists.is_none() {
+                return Err(StorageError::Gone(format!(
+                    "The specified multipart upload does not exist: {}",
+                    p.upload_id
+                )));
+            }
+            let old: Option<String> = c
+                .query_row(
+                    "SELECT doc FROM multipart_parts WHERE upload_id = ?1 AND part_number = ?2",
+                    params![p.upload_id, p.part_number],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            c.execute(
+                "INSERT INTO multipart_parts (upload_id, part_number, blob_id, doc) VALUES (?1, ?2, ?3, ?4)
+                   ON CONFLICT(upload_id, part_number) DO UPDATE SET blob_id = excluded.blob_id, doc = excluded.doc",
+                params![
+                    p.upload_id,
+                    p.part_number,
+                    p.envelope.blob_id,
+                    serde_json::to_string(&p)?
+                ],
+            )?;
+            Ok(old.map(|d| serde_json::from_str(&d)).transpose()?)
+        })
+    }
+
+    fn list_parts(&self, upload_id: &str, after: u32, limit: usize) -> StorageResult<Vec<super::multipart::Part>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare(
+            "SELECT doc FROM multipart_parts WHERE upload_id = ?1 AND part_number > ?2 ORDER BY part_number LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![upload_id, after, limit as i64], |r| r.get::<_, String>(0))?;
+        let mut out = vec![];
+        for doc in rows {
+            out.push(serde_json::from_str(&doc?)?);
+        }
+        Ok(out)
+    }
+
+    fn delete_multipart(&self, id: &str) -> StorageResult<Option<Vec<super::multipart::Part>>> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            let n = c.execute("DELETE FROM multipart_uploads WHERE id = ?1", [&id])?;
+            let mut stmt = c.prepare("SELECT doc FROM multipart_parts WHERE upload_id = ?1")?;
+            let docs: Vec<String> = stmt
+                .query_map([&id], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()?;
+            c.execute("DELETE FROM multipart_parts WHERE upload_id = ?1", [&id])?;
+            if n == 0 {
+                return Ok(None);
+            }
+            let parts = docs
+                .iter()
+                .map(|d| serde_json::from_str(d))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(parts))
+        })
+    }
+
+    fn multipart_started_before(&self, before: chrono::DateTime<chrono::Utc>) -> StorageResult<Vec<String>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare("SELECT id FROM multipart_uploads WHERE initiated < ?1")?;
+        let rows = stmt.query_map([before.timestamp_micros()], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn max_generation(&self) -> StorageResult<i64> {

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod lifecycle_run;
 pub mod meta;
 pub mod model;
+pub mod multipart;
 pub mod names;
 pub mod rekey;
 pub mod resumable;

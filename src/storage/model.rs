@@ -179,6 +179,9 @@ pub struct ObjectRecord {
     /// Set for composite objects, which have no MD5.
     pub component_count: Option<u32>,
     pub envelope: Envelope,
+    /// Set on objects completed from an XML API multipart upload: their S3 ETag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multipart_etag: Option<String>,
     #[serde(default)]
     pub temporary_hold: bool,
     #[serde(default)]

@@ -2,11 +2,32 @@
 
 use super::error::{StorageError, StorageResult};
 
+/// Names the gateway's other APIs use as their first path segment: a bucket of that
+/// name could not be addressed path-style by the XML API on the same port.
+pub const RESERVED_BUCKET_NAMES: &[&str] = &[
+    "storage",
+    "upload",
+    "download",
+    "resumable",
+    "batch",
+    "v1",
+    "sealstore",
+    "healthz",
+    "readyz",
+    "metrics",
+    "oauth2",
+];
+
 /// Bucket names: 3–63 characters (up to 222 with dots, each dot-separated part ≤ 63),
 /// lower-case letters, digits, `-`, `_` and `.`, starting and ending with a letter or
 /// digit; not an IP address; not starting with `goog`; not containing `google`.
 pub fn check_bucket_name(name: &str) -> StorageResult<()> {
     let bad = |why: &str| StorageError::invalid(format!("Invalid bucket name: '{name}': {why}."));
+    if RESERVED_BUCKET_NAMES.contains(&name) {
+        return Err(bad(
+            "the name is reserved: it is a path the JSON, upload, KMS or ops API uses on the same port",
+        ));
+    }
     let max = if name.contains('.') { 222 } else { 63 };
     if name.len() < 3 || name.len() > max {
         return Err(bad(&format!("must be 3 to {max} characters long")));

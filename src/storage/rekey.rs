@@ -491,6 +491,7 @@ impl Storage {
                         event_based_hold: Some(rec.event_based_hold),
                         retention: rec.retention.clone(),
                     },
+                    multipart_etag: rec.multipart_etag.clone(),
                     force_google_managed: to_key.is_none(),
                     // The job replaces the generation it read (guarded by ifGenerationMatch).
                     may_replace: true,

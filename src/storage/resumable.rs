@@ -347,6 +347,7 @@ impl Storage {
             protection: s.protection.clone(),
             force_google_managed: false,
             may_replace: s.may_replace,
+            multipart_etag: None,
         };
         // Both the initiate body's checksums and the last chunk's x-goog-hash must hold.
         let final_spec = WriteSpec {

@@ -526,10 +526,13 @@ fn policy_json(bucket: &str, p: &crate::iam::Policy) -> Value {
     v
 }
 
-fn iam_error(e: crate::iam::IamError) -> GcsError {
+pub(super) fn iam_error(e: crate::iam::IamError) -> GcsError {
+    use crate::iam::IamError;
     match e {
-        crate::iam::IamError::InvalidArgument(m) => GcsError::invalid(m),
-        crate::iam::IamError::Aborted(m) => GcsError::new(StatusCode::PRECONDITION_FAILED, "conditionNotMet", m),
+        IamError::InvalidArgument(m) => GcsError::invalid(m),
+        IamError::Aborted(m) => GcsError::new(StatusCode::PRECONDITION_FAILED, "conditionNotMet", m),
+        IamError::NotFound(m) => GcsError::not_found(m),
+        IamError::FailedPrecondition(m) => GcsError::invalid(m),
         other => crate::storage::StorageError::internal(other).into(),
     }
 }

@@ -82,6 +82,7 @@ fn spec_from(ctx: &Ctx, bucket: &str, meta_doc: &Value, name_hint: Option<&str>)
         protection: super::objects::write_protection(meta_doc)?,
         force_google_managed: false,
         may_replace: super::may_replace(ctx, bucket),
+        multipart_etag: None,
     })
 }
 

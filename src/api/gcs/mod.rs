@@ -6,9 +6,10 @@ mod acl;
 mod buckets;
 pub mod error;
 mod etag;
+mod hmac_keys;
 mod lifecycle;
 mod line_endings;
-mod media;
+pub mod media;
 mod objects;
 pub mod render;
 pub mod rewrite_token;
@@ -60,6 +61,8 @@ pub enum Route {
     LockRetention(String),
     RestoreObject(String, String),
     RestoreBucket(String),
+    /// `projects/{p}/hmacKeys[/{accessId}]`.
+    HmacKeys(String, Option<String>),
 }
 
 fn seg(s: &str) -> GcsResult<String> {
@@ -107,7 +110,8 @@ pub fn parse_route(rest: &str) -> GcsResult<Route> {
         ["channels", "stop"] => Route::NotBuilt("object change notification channels"),
         ["b", b, "o", o, "restore"] => Route::RestoreObject(seg(b)?, seg(o)?),
         ["b", b, "restore"] => Route::RestoreBucket(seg(b)?),
-        ["projects", _, "hmacKeys", ..] => Route::NotBuilt("HMAC keys (they come with the XML API)"),
+        ["projects", p, "hmacKeys"] => Route::HmacKeys(seg(p)?, None),
+        ["projects", p, "hmacKeys", id] => Route::HmacKeys(seg(p)?, Some(seg(id)?)),
         _ => return Err(nf()),
     })
 }
@@ -335,55 +339,74 @@ pub async fn bucket_chain(app: &AppState, bucket: &str) -> Vec<String> {
 /// Checks `permission` for the caller on a bucket (its policy, then its project's) or,
 /// without a bucket, on the request's project. Denials are audited.
 pub async fn require(ctx: &Ctx, permission: &'static str, bucket: Option<&str>) -> GcsResult<()> {
-    if ctx.app.is_dev_owner(&ctx.principal) {
+    let project = ctx.project();
+    check_permission(
+        &ctx.app,
+        &ctx.principal,
+        &ctx.method,
+        permission,
+        bucket,
+        Some(&project),
+    )
+    .await
+    .map_err(|m| GcsError::new(StatusCode::FORBIDDEN, "forbidden", m))
+}
+
+/// The permission check both storage APIs make: `permission` on `bucket` (its policy,
+/// then its project's) or, without a bucket, on `project`. A denial is audited and
+/// comes back as the message to answer with.
+pub async fn check_permission(
+    app: &AppState,
+    principal: &str,
+    method: &Method,
+    permission: &'static str,
+    bucket: Option<&str>,
+    project: Option<&str>,
+) -> Result<(), String> {
+    if app.is_dev_owner(principal) {
         return Ok(());
     }
     let (chain, public_ok) = match bucket {
         // Public access prevention: grants to allUsers/allAuthenticatedUsers do not
         // reach an enforced bucket or its objects.
-        Some(b) => (
-            bucket_chain(&ctx.app, b).await,
-            ctx.app.storage.cached_bucket_public_ok(b),
-        ),
-        None => (vec![format!("projects/{}", ctx.project())], true),
+        Some(b) => (bucket_chain(app, b).await, app.storage.cached_bucket_public_ok(b)),
+        None => (vec![format!("projects/{}", project.unwrap_or("<none>"))], true),
     };
-    if ctx.app.allowed_where(&ctx.principal, permission, &chain, public_ok) {
+    if app.allowed_where(principal, permission, &chain, public_ok) {
         return Ok(());
     }
-    ctx.app.audit(
-        &ctx.principal,
-        &format!("{} {}", ctx.method, chain[0]),
+    app.audit(
+        principal,
+        &format!("{method} {}", chain[0]),
         &chain[0],
         permission,
         "DENIED",
     );
-    let who = ctx
-        .principal
-        .split_once(':')
-        .map_or(ctx.principal.as_str(), |(_, id)| id);
-    Err(GcsError::new(
-        StatusCode::FORBIDDEN,
-        "forbidden",
-        format!("{who} does not have {permission} access to {}.", chain[0]),
-    ))
+    let who = principal.split_once(':').map_or(principal, |(_, id)| id);
+    Err(format!("{who} does not have {permission} access to {}.", chain[0]))
 }
 
 /// Whether the caller may replace existing objects in `bucket` (GCS requires
 /// `storage.objects.delete` for an overwrite, beyond `storage.objects.create`).
 pub fn may_replace(ctx: &Ctx, bucket: &str) -> bool {
-    if ctx.app.is_dev_owner(&ctx.principal) {
+    may_replace_for(&ctx.app, &ctx.principal, bucket)
+}
+
+/// `may_replace` for any API's caller.
+pub fn may_replace_for(app: &AppState, principal: &str, bucket: &str) -> bool {
+    if app.is_dev_owner(principal) {
         return true;
     }
     let mut chain = vec![bucket_resource(bucket)];
     // `require` has just loaded this bucket, so its project is cached.
-    if let Some(p) = ctx.app.storage.cached_bucket_project(bucket) {
+    if let Some(p) = app.storage.cached_bucket_project(bucket) {
         chain.push(format!("projects/{p}"));
     }
-    ctx.app.allowed_where(
-        &ctx.principal,
+    app.allowed_where(
+        principal,
         "storage.objects.delete",
         &chain,
-        ctx.app.storage.cached_bucket_public_ok(bucket),
+        app.storage.cached_bucket_public_ok(bucket),
     )
 }
 
@@ -516,6 +539,7 @@ pub async fn json_api(
                     "notImplemented",
                     format!("objects.{o} is not supported by sealstore."),
                 )),
+                (_, Route::HmacKeys(p, id)) => hmac_keys::endpoint(&ctx, &p, id.as_deref(), body).await,
                 (_, Route::Acl(b, object)) => {
                     require(&ctx, "storage.buckets.get", Some(&b)).await?;
                     acl::endpoint(&ctx, &b, object).await

@@ -372,6 +372,7 @@ fn dest_spec(ctx: &Ctx, bucket: &str, name: &str, key_param: &str) -> GcsResult<
         may_replace: super::may_replace(ctx, bucket),
         // Copy and compose use one customer key for sources and destination.
         csek: ctx.csek("x-goog-encryption")?,
+        multipart_etag: None,
     })
 }
 
