@@ -75,9 +75,10 @@ impl Default for Limits {
 
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        // Other methods on these paths are S3 clients naming a reserved bucket.
+        .route("/healthz", get(ops::healthz).fallback(xml::reserved_bucket))
+        .route("/readyz", get(ops::readyz).fallback(xml::reserved_bucket))
+        .route("/metrics", get(ops::metrics).fallback(xml::reserved_bucket))
         .route("/sealstore/v1/{*rest}", any(ops::handle))
         .route("/v1/{*rest}", any(kms::handle))
         .route(oauth2::TOKEN_PATH, post(oauth2::token))

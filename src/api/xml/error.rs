@@ -96,6 +96,10 @@ impl From<StorageError> for S3Error {
                 "resourceNotEncryptedWithCustomerEncryptionKey" => {
                     Self::invalid_request("The encryption parameters are not applicable to this object.")
                 }
+                // A wrong SSE-C key is AccessDenied on S3.
+                "customerEncryptionKeyIsIncorrect" => Self::access_denied(
+                    "The provided customer encryption key does not match the key the object was stored with.",
+                ),
                 "invalidPart" => Self::new(400, "InvalidPart", message),
                 "invalidPartOrder" => Self::new(400, "InvalidPartOrder", message),
                 "entityTooSmall" => Self::new(400, "EntityTooSmall", message),

@@ -127,7 +127,14 @@ impl XCtx {
 /// audited and answer AccessDenied.
 pub async fn require(ctx: &XCtx, permission: &'static str, bucket: Option<&str>) -> S3Result<()> {
     let project = match bucket {
-        Some(_) => None,
+        // A bucket that does not exist is NoSuchBucket, as on S3: existence is not a
+        // secret in a global namespace (creating it would tell anyway).
+        Some(b) => match ctx.app.storage.get_bucket(b).await {
+            Err(crate::storage::StorageError::NotFound(m)) => {
+                return Err(S3Error::new(404, "NoSuchBucket", m).with_resource(format!("/{b}")));
+            }
+            _ => None,
+        },
         None => Some(ctx.project()?),
     };
     crate::api::gcs::check_permission(
@@ -209,6 +216,10 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     if !is_xml_path(&path) {
+        // `/{reserved}` alone is an S3 client addressing a bucket by that name.
+        if path.trim_matches('/').split('/').count() == 1 {
+            return reserved_bucket().await;
+        }
         return crate::api::ops::not_found(parts.method, parts.uri).await;
     }
     let signature = parts.extensions.get::<auth::Verified>().cloned();
@@ -234,6 +245,16 @@ pub async fn handle(
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A request for a bucket whose name is one of the reserved path segments.
+pub async fn reserved_bucket() -> Response {
+    S3Error::new(
+        400,
+        "InvalidBucketName",
+        "The specified bucket is not valid: the name is reserved (it is a path of the JSON, upload, KMS or ops API on this port).",
+    )
+    .into_response()
 }
 
 async fn dispatch(ctx: &XCtx, bucket: Option<String>, key: Option<String>, body: Body) -> S3Result<Response> {
