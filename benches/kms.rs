@@ -79,6 +79,7 @@ fn bench_http() -> f64 {
         tls: None,
         public_url: None,
         xml_domain: None,
+        multipart_ttl_secs: 7 * 24 * 3600,
         limits: Default::default(),
         conn: Default::default(),
         lifecycle: Default::default(),

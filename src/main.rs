@@ -330,6 +330,11 @@ struct ServeArgs {
     /// `{bucket}.{DOMAIN}` addresses that bucket. Path style always works.
     #[arg(long, env = "SEALSTORE_XML_DOMAIN")]
     xml_domain: Option<String>,
+    /// XML API multipart uploads not completed or aborted within this many seconds are
+    /// aborted (their parts deleted) by the background sweep, which runs every ten
+    /// minutes. Lifecycle rules with AbortIncompleteMultipartUpload act sooner.
+    #[arg(long, env = "SEALSTORE_MULTIPART_UPLOAD_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    multipart_upload_ttl_secs: u64,
     /// Seconds a client has to send a request's headers; also how long a kept-alive
     /// connection may sit idle between requests.
     #[arg(long, env = "SEALSTORE_HEADER_READ_TIMEOUT_SECS", default_value_t = 30,
@@ -420,6 +425,7 @@ fn main() -> anyhow::Result<()> {
                 tls: args.tls_cert.zip(args.tls_key),
                 public_url: args.public_url,
                 xml_domain: args.xml_domain,
+                multipart_ttl_secs: args.multipart_upload_ttl_secs,
                 limits: sealstore::api::Limits {
                     max_body_bytes: usize::try_from(args.max_request_body_bytes)?,
                     body_idle_timeout: Duration::from_secs(args.body_idle_timeout_secs),

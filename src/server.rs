@@ -43,6 +43,9 @@ pub struct ServeConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// `--public-url`: the base of the links the API returns.
     pub public_url: Option<String>,
+    /// `--multipart-upload-ttl-secs`: incomplete XML multipart uploads older than this
+    /// are aborted by the sweep.
+    pub multipart_ttl_secs: u64,
     /// `--xml-domain`: serve `{bucket}.{domain}` virtual-host XML API requests.
     pub xml_domain: Option<String>,
     /// Request-level limits (body sizes, body idle timeout, requests in flight).
@@ -220,6 +223,7 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
         scheme: if cfg.tls.is_some() { "https" } else { "http" },
         limits: cfg.limits,
         links: Arc::new(crate::api::links::Links::new(cfg.public_url.as_deref()).map_err(anyhow::Error::msg)?),
+        multipart_ttl_secs: cfg.multipart_ttl_secs,
         xml_domain: cfg
             .xml_domain
             .as_ref()
@@ -275,6 +279,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let storage = state.storage.clone();
     let app_for_ticker = state.clone();
     let lifecycle = cfg.lifecycle;
+    let multipart_ttl = i64::try_from(cfg.multipart_ttl_secs).unwrap_or(i64::MAX / 2);
     let ticker = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut n: u64 = 0;
@@ -293,6 +298,11 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 {
                     tracing::error!(error = %e, "hard delete pass failed; retrying next time");
                 }
+                match storage.lifecycle_abort_uploads(app_for_ticker.clock.now()).await {
+                    Ok(0) => {}
+                    Ok(aborted) => tracing::info!(aborted, "lifecycle aborted incomplete multipart uploads"),
+                    Err(e) => tracing::error!(error = %e, "aborting incomplete uploads failed; retrying next time"),
+                }
                 match storage
                     .lifecycle_step(app_for_ticker.clock.now(), lifecycle.pages_per_step)
                     .await
@@ -302,6 +312,13 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 }
             }
             if n.is_multiple_of(600) {
+                // Multipart uploads left incomplete this long are aborted (README).
+                let cutoff = app_for_ticker.clock.now() - chrono::TimeDelta::seconds(multipart_ttl);
+                match storage.abort_multipart_before(cutoff).await {
+                    Ok(0) => {}
+                    Ok(aborted) => tracing::info!(aborted, "aborted stale multipart uploads"),
+                    Err(e) => tracing::error!(error = %e, "aborting stale multipart uploads failed"),
+                }
                 match storage.sweep(chrono::Utc::now() - chrono::TimeDelta::hours(1)).await {
                     Ok(0) => {}
                     Ok(swept) => tracing::info!(swept, "removed unreferenced blobs"),

@@ -48,6 +48,8 @@ pub struct AppState {
     pub links: Arc<links::Links>,
     /// `--xml-domain`: virtual-host-style XML API requests (`{bucket}.{domain}`).
     pub xml_domain: Option<String>,
+    /// `--multipart-upload-ttl-secs`.
+    pub multipart_ttl_secs: u64,
     /// Permits for requests in flight (`Limits::max_in_flight`).
     pub in_flight: Arc<tokio::sync::Semaphore>,
 }

@@ -220,6 +220,16 @@ async fn advance(app: AppState, body: &[u8]) -> Response {
         tracing::error!(error = %e, "hard delete pass failed");
         return RpcError::new(Code::Internal, "Hard-deleting soft-deleted data failed.").into_response();
     }
+    // Incomplete multipart uploads: lifecycle rules, and the age limit.
+    let ttl = chrono::TimeDelta::seconds(i64::try_from(app.multipart_ttl_secs).unwrap_or(i64::MAX / 2));
+    let aborted = match app.storage.lifecycle_abort_uploads(now).await {
+        Ok(_) => app.storage.abort_multipart_before(now - ttl).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = aborted {
+        tracing::error!(error = %e, "aborting incomplete multipart uploads failed");
+        return RpcError::new(Code::Internal, "Aborting incomplete multipart uploads failed.").into_response();
+    }
     match app.storage.run_lifecycle(now).await {
         Ok(events) => crate::api::lifecycle_ops::audit_events(&app, &events),
         Err(e) => {

@@ -260,6 +260,51 @@ impl Storage {
         Ok(n)
     }
 
+    /// Lifecycle's AbortIncompleteMultipartUpload: in each bucket with such rules, the
+    /// uploads older than the rule's age (in days) whose names match its prefixes and
+    /// suffixes are aborted. Returns how many.
+    pub async fn lifecycle_abort_uploads(&self, now: DateTime<Utc>) -> StorageResult<usize> {
+        use super::lifecycle::ActionKind;
+        let mut n = 0;
+        for b in self.lifecycle_buckets().await? {
+            let rules: Vec<_> = b
+                .lifecycle
+                .iter()
+                .filter(|r| r.action.kind == ActionKind::AbortIncompleteMultipartUpload)
+                .cloned()
+                .collect();
+            if rules.is_empty() {
+                continue;
+            }
+            let mut after = None;
+            loop {
+                let page = self.list_multipart(&b.name, "", after.clone(), 1000).await?;
+                let Some(last) = page.last() else { break };
+                after = Some((last.name.clone(), last.id.clone()));
+                for u in &page {
+                    let due = rules.iter().any(|r| {
+                        let c = &r.condition;
+                        c.age.is_none_or(|d| now - u.initiated >= chrono::TimeDelta::days(d))
+                            && c.matches_prefix
+                                .as_ref()
+                                .is_none_or(|p| p.iter().any(|p| u.name.starts_with(p)))
+                            && c.matches_suffix
+                                .as_ref()
+                                .is_none_or(|s| s.iter().any(|s| u.name.ends_with(s)))
+                    });
+                    if due {
+                        match self.abort_multipart(&u.id).await {
+                            Ok(()) => n += 1,
+                            Err(StorageError::Gone(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// Opens a part for reading, as if it were an object.
     fn open_part(
         &self,

@@ -769,3 +769,35 @@ def test_unsupported_features_answer_not_implemented(s3, bucket):
         s3.put_object(Bucket=bucket, Key="t", Body=b"x", ACL="public-read")
     assert code(e.value) == "NotImplemented"
     s3.put_object(Bucket=bucket, Key="t", Body=b"x", ACL="private")
+
+
+def test_incomplete_uploads_are_aborted_by_lifecycle_and_by_age(tmp_path):
+    srv = Server(tmp_path / "data", ["--multipart-upload-ttl-secs", "7200"])
+    srv.start()
+    try:
+        # Unsigned (dev mode): the test moves the server's clock past any signature's skew.
+        s3 = boto3.client("s3", endpoint_url=srv.url, region_name="us-east-1", config=Config(
+            signature_version=botocore.UNSIGNED, s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+        ruled, plain = new_bucket_name(), new_bucket_name()
+        for b in (ruled, plain):
+            assert requests.put(f"{srv.url}/{b}", headers={"x-goog-project-id": PROJECT}).status_code == 200
+        rule = {"action": {"type": "AbortIncompleteMultipartUpload"}, "condition": {"age": 1, "matchesPrefix": ["tmp/"]}}
+        r = requests.patch(f"{srv.url}/storage/v1/b/{ruled}", json={"lifecycle": {"rule": [rule]}})
+        assert r.status_code == 200, r.text
+        kept = s3.create_multipart_upload(Bucket=ruled, Key="keep/x")["UploadId"]
+        gone = s3.create_multipart_upload(Bucket=ruled, Key="tmp/x")["UploadId"]
+        s3.upload_part(Bucket=ruled, Key="tmp/x", UploadId=gone, PartNumber=1, Body=b"part")
+        aged = s3.create_multipart_upload(Bucket=plain, Key="y")["UploadId"]
+        srv.advance(3600)
+        assert len(s3.list_multipart_uploads(Bucket=ruled)["Uploads"]) == 2
+        srv.advance(86_400)
+        left = [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=ruled).get("Uploads", [])]
+        # The rule took tmp/; the age limit (2 h) took the rest.
+        assert left == []
+        assert "Uploads" not in s3.list_multipart_uploads(Bucket=plain)
+        for b, k, u in [(ruled, "tmp/x", gone), (plain, "y", aged), (ruled, "keep/x", kept)]:
+            with pytest.raises(ClientError) as e:
+                s3.list_parts(Bucket=b, Key=k, UploadId=u)
+            assert code(e.value) == "NoSuchUpload"
+    finally:
+        srv.stop()
