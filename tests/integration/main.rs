@@ -7,4 +7,5 @@ mod harness;
 mod iam;
 mod kms_cli;
 mod kms_http;
+mod object_store_xml;
 mod server;
