@@ -56,7 +56,15 @@ impl std::fmt::Debug for SigningSecret {
 pub struct HmacKeyStore {
     conn: Mutex<Connection>,
     sealer: Sealer,
+    /// Verified lookups, kept for at most `CACHE_TTL`: a key deactivated or deleted by
+    /// another process (the CLI) stops signing within that bound; through this store
+    /// (the JSON API) at once.
+    cache: Mutex<std::collections::HashMap<String, (std::time::Instant, std::sync::Arc<SigningSecret>)>>,
 }
+
+/// How long a looked-up key is trusted without reading the database again.
+pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+const MAX_CACHED: usize = 10_000;
 
 fn seal_context(access_id: &str) -> String {
     format!("hmacKeys/{access_id}")
@@ -117,6 +125,7 @@ impl HmacKeyStore {
         Ok(Self {
             conn: Mutex::new(conn),
             sealer,
+            cache: Mutex::default(),
         })
     }
 
@@ -249,6 +258,7 @@ impl HmacKeyStore {
             params![state, now.to_rfc3339(), etag, access_id],
         )?;
         tx.commit()?;
+        self.forget(access_id);
         Ok(HmacKeyMeta {
             state: state.to_owned(),
             updated: now,
@@ -283,9 +293,42 @@ impl HmacKeyStore {
                     params![now.to_rfc3339(), new_etag()?, access_id],
                 )?;
                 tx.commit()?;
+                self.forget(access_id);
                 Ok(())
             }
         }
+    }
+
+    fn forget(&self, access_id: &str) {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).remove(access_id);
+    }
+
+    /// A cached lookup younger than `CACHE_TTL`, without touching the database.
+    pub fn fresh(&self, access_id: &str) -> Option<std::sync::Arc<SigningSecret>> {
+        match self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(access_id) {
+            Some((at, s)) if at.elapsed() < CACHE_TTL => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// As `signing_secret`, through the cache (at most `CACHE_TTL` old).
+    pub fn cached_signing_secret(&self, access_id: &str) -> Result<Option<std::sync::Arc<SigningSecret>>, IamError> {
+        if let Some((at, s)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(access_id)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(Some(s.clone()));
+        }
+        let Some(found) = self.signing_secret(access_id)? else {
+            self.forget(access_id);
+            return Ok(None);
+        };
+        let found = std::sync::Arc::new(found);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(access_id.to_owned(), (std::time::Instant::now(), found.clone()));
+        Ok(Some(found))
     }
 
     /// The secret of an `ACTIVE` key, for verifying one signature; `None` for an unknown,

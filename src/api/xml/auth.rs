@@ -47,25 +47,28 @@ pub async fn authenticate(
         ));
         e
     })?;
-    let store = app.hmac_keys.clone();
-    let id = signed.access_id.clone();
-    let found = crate::request_id::spawn_blocking(move || store.signing_secret(&id))
-        .await
-        .map_err(|_| {
-            S3Error::new(
-                500,
-                "InternalError",
-                "We encountered an internal error. Please try again.",
-            )
-        })?
-        .map_err(|e| {
-            tracing::error!(error = %e, "HMAC key lookup failed");
-            S3Error::new(
-                500,
-                "InternalError",
-                "We encountered an internal error. Please try again.",
-            )
-        })?;
+    let internal = || {
+        S3Error::new(
+            500,
+            "InternalError",
+            "We encountered an internal error. Please try again.",
+        )
+    };
+    // A key verified within the last second needs no database read (and no thread hop).
+    let found = match app.hmac_keys.fresh(&signed.access_id) {
+        Some(s) => Some(s),
+        None => {
+            let store = app.hmac_keys.clone();
+            let id = signed.access_id.clone();
+            crate::request_id::spawn_blocking(move || store.cached_signing_secret(&id))
+                .await
+                .map_err(|_| internal())?
+                .map_err(|e| {
+                    tracing::error!(error = %e, "HMAC key lookup failed");
+                    internal()
+                })?
+        }
+    };
     let Some(secret) = found else {
         return Err(S3Error::new(
             403,

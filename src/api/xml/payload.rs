@@ -132,7 +132,7 @@ struct Decoder {
     signer: Option<ChunkSigner>,
     chunk_hash: Option<digest::Context>,
     promises: Promises,
-    payload_hash: Option<digest::Context>,
+    payload_hash: Option<PayloadHash>,
     checksum: Option<Running>,
     seen: u64,
     failure: Failure,
@@ -186,7 +186,7 @@ impl Decoder {
         }
     }
 
-    fn observe(&mut self, data: &[u8]) {
+    fn observe(&mut self, data: &Bytes) {
         self.seen += data.len() as u64;
         if let Some(h) = &mut self.payload_hash {
             h.update(data);
@@ -432,7 +432,7 @@ impl Decoder {
             ))));
         }
         if let (Some(want), Some(h)) = (self.promises.payload_sha256, self.payload_hash.take())
-            && h.finish().as_ref() != want
+            && h.finish() != Some(want)
         {
             return Err(self.err(S3Error::new(
                 400,
@@ -460,6 +460,69 @@ impl Decoder {
             }
         }
         Ok(())
+    }
+}
+
+/// Bodies at least this large have their signed SHA-256 computed on a thread of their
+/// own, beside encryption and MD5 (as the engine does MD5), so one stream is not bound
+/// by the sum of the three.
+const HASH_THREAD_MIN: u64 = 1 << 20;
+
+/// The SHA-256 of a body whose hash was signed.
+enum PayloadHash {
+    Inline(digest::Context),
+    Thread {
+        tx: Option<std::sync::mpsc::SyncSender<Bytes>>,
+        done: std::sync::mpsc::Receiver<[u8; 32]>,
+    },
+}
+
+impl PayloadHash {
+    fn new(declared_len: u64) -> Self {
+        if declared_len < HASH_THREAD_MIN {
+            return Self::Inline(digest::Context::new(&digest::SHA256));
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(16);
+        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new().name("sha256".into()).spawn(move || {
+            let mut ctx = digest::Context::new(&digest::SHA256);
+            for b in rx {
+                ctx.update(&b);
+            }
+            let mut out = [0u8; 32];
+            out.copy_from_slice(ctx.finish().as_ref());
+            let _ = done_tx.send(out);
+        });
+        match spawned {
+            Ok(_) => Self::Thread { tx: Some(tx), done },
+            Err(_) => Self::Inline(digest::Context::new(&digest::SHA256)),
+        }
+    }
+
+    fn update(&mut self, data: &Bytes) {
+        match self {
+            Self::Inline(c) => c.update(data),
+            Self::Thread { tx, .. } => {
+                if let Some(t) = tx
+                    && t.send(data.clone()).is_err()
+                {
+                    *tx = None;
+                }
+            }
+        }
+    }
+
+    /// The digest; `None` if the hashing thread died (which fails the check).
+    fn finish(self) -> Option<[u8; 32]> {
+        match self {
+            Self::Inline(c) => c.finish().as_ref().try_into().ok(),
+            Self::Thread { tx, done } => {
+                drop(tx);
+                // A blocking wait on a runtime thread, but a short one: the thread is at
+                // most 16 chunks behind.
+                done.recv().ok()
+            }
+        }
     }
 }
 
@@ -560,7 +623,7 @@ pub fn object_body(
         frame: chunked.then_some(Frame::Header),
         signer,
         chunk_hash: None,
-        payload_hash: payload_sha256.map(|_| digest::Context::new(&digest::SHA256)),
+        payload_hash: payload_sha256.map(|_| PayloadHash::new(length.unwrap_or(0))),
         checksum: checksum.as_ref().map(|(a, _)| Running::new(*a)),
         promises: Promises {
             payload_sha256,
