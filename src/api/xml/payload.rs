@@ -657,3 +657,117 @@ pub async fn read_small(ctx: &XCtx, body: Body) -> S3Result<Bytes> {
     }
     Ok(out.freeze())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoder(
+        body: Vec<Bytes>,
+        chunked: bool,
+        length: Option<u64>,
+        checksum: Option<(Algorithm, Option<Vec<u8>>)>,
+    ) -> Decoder {
+        let input = futures::stream::iter(body.into_iter().map(Ok::<_, StorageError>));
+        Decoder {
+            input: Box::pin(input),
+            buf: BytesMut::new(),
+            input_done: false,
+            frame: chunked.then_some(Frame::Header),
+            signer: None,
+            chunk_hash: None,
+            payload_hash: None,
+            checksum: checksum.as_ref().map(|(a, _)| Running::new(*a)),
+            promises: Promises {
+                payload_sha256: None,
+                length,
+                checksum,
+            },
+            seen: 0,
+            failure: Arc::new(OnceLock::new()),
+            finished: false,
+        }
+    }
+
+    fn run(mut d: Decoder) -> Result<Vec<u8>, StorageError> {
+        futures::executor::block_on(async move {
+            let mut out = vec![];
+            while let Some(b) = d.next().await {
+                out.extend_from_slice(&b?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn frame(data: &[u8], chunk: usize, trailer: Option<String>) -> Vec<u8> {
+        let mut out = vec![];
+        for c in data.chunks(chunk.max(1)) {
+            out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+            out.extend_from_slice(c);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n");
+        if let Some(t) = trailer {
+            out.extend_from_slice(t.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// Splits `bytes` into pieces at the given cut points, as a network would.
+    fn pieces(bytes: Vec<u8>, cuts: &[usize]) -> Vec<Bytes> {
+        let mut out = vec![];
+        let mut rest = Bytes::from(bytes);
+        for c in cuts {
+            let at = c % (rest.len() + 1);
+            out.push(rest.split_to(at));
+        }
+        out.push(rest);
+        out
+    }
+
+    #[test]
+    fn chunked_bodies_decode_and_checksums_are_checked() {
+        let data = b"hello world".to_vec();
+        let crc = crc32fast::hash(&data).to_be_bytes().to_vec();
+        let trailer = format!("x-amz-checksum-crc32:{}", STANDARD.encode(&crc));
+        let body = pieces(frame(&data, 4, Some(trailer)), &[3, 7, 1]);
+        let d = decoder(body, true, Some(11), Some((Algorithm::Crc32, None)));
+        assert_eq!(run(d).unwrap(), data);
+        let bad = format!("x-amz-checksum-crc32:{}", STANDARD.encode([0u8; 4]));
+        let d = decoder(
+            vec![Bytes::from(frame(&data, 4, Some(bad)))],
+            true,
+            Some(11),
+            Some((Algorithm::Crc32, None)),
+        );
+        let f = d.failure.clone();
+        assert!(run(d).is_err());
+        assert_eq!(f.get().unwrap().code, "BadDigest");
+        // A declared length that the body does not have.
+        let d = decoder(vec![Bytes::from(frame(&data, 4, None))], true, Some(12), None);
+        assert!(run(d).is_err());
+        // Bytes after the final chunk.
+        let mut extra = frame(&data, 4, None);
+        extra.extend_from_slice(b"junk");
+        assert!(run(decoder(vec![Bytes::from(extra)], true, None, None)).is_err());
+    }
+
+    proptest::proptest! {
+        /// Fuzz: any body, framed or not, cut anywhere, decodes or fails cleanly; a
+        /// well-framed body decodes to exactly its data.
+        #[test]
+        fn aws_chunked_decoding_never_panics(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            chunk in 1usize..700,
+            cuts in proptest::collection::vec(0usize..3000, 0..6),
+        ) {
+            let framed = frame(&data, chunk, None);
+            let got = run(decoder(pieces(framed, &cuts), true, Some(data.len() as u64), None)).unwrap();
+            proptest::prop_assert_eq!(got, data);
+            let _ = run(decoder(pieces(junk, &cuts), true, None, None));
+        }
+    }
+}
