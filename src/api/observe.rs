@@ -146,6 +146,15 @@ pub async fn observe(State(app): State<AppState>, req: Request, next: Next) -> R
         .and_then(|h| h.to_str().ok());
     let base = app.links.base(app.scheme, host, local);
     parts.extensions.insert(LinkBase(base));
+    // `Expect: 100-continue` on an empty body: hyper never sends the 100 (nothing is
+    // read), and botocore, which sends that for every file upload, empty files included,
+    // then misreads the next response on the same connection (boto/botocore#3755).
+    // Closing the connection after the answer keeps such a client correct.
+    let empty_expect = body.is_end_stream()
+        && parts
+            .headers
+            .get(axum::http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let body_done = Arc::new(std::sync::atomic::AtomicBool::new(body.is_end_stream()));
     let body = Body::new(Counted {
         inner: body,
@@ -172,7 +181,7 @@ pub async fn observe(State(app): State<AppState>, req: Request, next: Next) -> R
         }
     });
     set_id(&mut resp, &id);
-    if !body_done.load(std::sync::atomic::Ordering::SeqCst) {
+    if empty_expect || !body_done.load(std::sync::atomic::Ordering::SeqCst) {
         // The handler answered without reading the whole request body (an early
         // refusal). The connection cannot be reused, so say so: a client that reuses
         // it would otherwise find it closed under its next request.

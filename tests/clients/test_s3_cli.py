@@ -301,9 +301,12 @@ def test_cli_ls_buckets_recursive_and_prefixes(s3: S3Env, bucket: str, tmp_path:
 
 def test_cli_sync_directory_up_and_back_down(s3: S3Env, bucket: str, tmp_path: Path):
     src = tmp_path / "src"
-    # No empty file here: see test_expect_100_continue_is_answered_for_an_empty_put (an
-    # empty file in the tree makes the CLI stall for 30 s on a later upload now and then).
+    # The empty file matters: botocore sends Expect: 100-continue for it too (see
+    # test_expect_100_continue_is_answered_for_an_empty_put); a connection left half-read
+    # made the CLI stall until the server's 30 s idle timeout, caught here by the check
+    # on how long the uploads took.
     files = {
+        "empty.txt": b"",
         "a.txt": b"alpha\n",
         "sub/b.txt": b"beta\n",
         "sub/deeper/random.bin": os.urandom(300_000),
@@ -314,7 +317,10 @@ def test_cli_sync_directory_up_and_back_down(s3: S3Env, bucket: str, tmp_path: P
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
 
+    import time
+    started = time.monotonic()
     up = s3.aws("s3", "sync", str(src), f"s3://{bucket}/mirror/", "--no-progress").stdout
+    assert time.monotonic() - started < 20, "the sync stalled (a half-read connection?)"
     assert up.count("upload:") == len(files), up
     listed = ls_keys(s3.aws("s3", "ls", f"s3://{bucket}/mirror/", "--recursive").stdout)
     assert listed == sorted(f"mirror/{rel}" for rel in files)
@@ -558,13 +564,6 @@ def test_expect_100_continue_with_a_body(s3: S3Env, bucket: str):
     assert head["ContentLength"] == len(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PUT with Expect: 100-continue and Content-Length: 0 is answered with the final "
-    "200 and no 100 Continue first (RFC 9110 allows it; S3 sends 100 Continue whatever the framing); botocore "
-    "(boto/botocore#3755, boto3#1341) then mis-parses a later response on that pooled "
-    "connection: `aws s3 sync` of a tree holding an empty file stalls 30 s in 3-6 runs of 8",
-)
 def test_expect_100_continue_is_answered_for_an_empty_put(s3: S3Env, bucket: str):
     """botocore adds ``Expect: 100-continue`` to every PutObject with a file body, empty
     files included, and relies on S3 answering it with ``100 Continue`` whatever the
@@ -580,7 +579,14 @@ def test_expect_100_continue_is_answered_for_an_empty_put(s3: S3Env, bucket: str
         got = _read_available(sock, 2.0)
         if got.startswith(b"HTTP/1.1 100"):
             got += _read_available(sock, 5.0)
-    assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "), got
+    # Either a 100 Continue first (S3), or the answer with the connection closed after
+    # it: hyper reads nothing of an empty body, so it sends no 100, and sealstore closes
+    # the connection so botocore (boto/botocore#3755) never reuses it half-parsed.
+    if got.startswith(b"HTTP/1.1 100"):
+        assert b"HTTP/1.1 200 " in got, got
+    else:
+        assert got.startswith(b"HTTP/1.1 200 "), got
+        assert b"\r\nconnection: close\r\n" in got.lower(), got
 
 
 # --------------------------------------------------------------------------------------
