@@ -842,3 +842,22 @@ def test_gcs_xml_headers(srv, bucket, creds):
     r = req("PUT", f"{url}-copy", copy_headers)
     assert r.status_code == 200 and "<CopyObjectResult" in r.text, r.text
     assert req("GET", f"{url}-copy").content == body
+
+
+def test_blocked_encryption_types_are_the_csek_enforcement(srv, s3, bucket):
+    key = os.urandom(32)
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"},
+        "BlockedEncryptionTypes": {"EncryptionType": ["SSE-C"]}}]})
+    rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["BlockedEncryptionTypes"]["EncryptionType"] == ["SSE-C"]
+    gcs = requests.get(f"{srv.url}/storage/v1/b/{bucket}").json()
+    assert gcs["encryption"]["customerSuppliedEncryptionEnforcementConfig"]["restrictionMode"] == "FullyRestricted"
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=bucket, Key="blocked", Body=b"x", **sse_c(key))
+    assert code(e.value) == "AccessDenied"
+    s3.put_object(Bucket=bucket, Key="fine", Body=b"x")
+    s3.delete_bucket_encryption(Bucket=bucket)
+    assert "BlockedEncryptionTypes" not in s3.get_bucket_encryption(Bucket=bucket)[
+        "ServerSideEncryptionConfiguration"]["Rules"][0]
+    s3.put_object(Bucket=bucket, Key="now-allowed", Body=b"x", **sse_c(key))

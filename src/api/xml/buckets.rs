@@ -5,6 +5,8 @@
 use super::error::{S3Error, S3Result};
 use super::render::{El, document, iso};
 use super::{XCtx, require, xml_body};
+use crate::storage::enforcement::RestrictionMode;
+use crate::storage::model::KeyKind;
 use crate::storage::{BucketPatch, NewBucket};
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode};
@@ -215,13 +217,17 @@ pub async fn get_encryption(ctx: &XCtx, bucket: &str) -> S3Result<Response> {
             .child(El::text("KMSMasterKeyID", k.clone())),
         None => El::new("ApplyServerSideEncryptionByDefault").child(El::text("SSEAlgorithm", "AES256")),
     };
-    Ok(document(
-        El::new("ServerSideEncryptionConfiguration").child(
-            El::new("Rule")
-                .child(default)
-                .child(El::text("BucketKeyEnabled", "false")),
-        ),
-    ))
+    let mut rule = El::new("Rule")
+        .child(default)
+        .child(El::text("BucketKeyEnabled", "false"));
+    // S3's BlockedEncryptionTypes (SSE-C) is GCS's customer-supplied enforcement.
+    if b.encryption_enforcement
+        .get(&KeyKind::Csek)
+        .is_some_and(|c| c.restriction_mode == RestrictionMode::FullyRestricted)
+    {
+        rule.add(El::new("BlockedEncryptionTypes").child(El::text("EncryptionType", "SSE-C")));
+    }
+    Ok(document(El::new("ServerSideEncryptionConfiguration").child(rule)))
 }
 
 #[derive(Deserialize)]
@@ -236,6 +242,14 @@ struct EncryptionConfig {
 struct EncryptionRule {
     apply_server_side_encryption_by_default: Option<SseDefault>,
     bucket_key_enabled: Option<bool>,
+    blocked_encryption_types: Option<BlockedTypes>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BlockedTypes {
+    #[serde(default)]
+    encryption_type: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -279,22 +293,56 @@ pub async fn put_encryption(ctx: &XCtx, bucket: &str, body: Body) -> S3Result<Re
             )));
         }
     };
-    set_default_key(ctx, bucket, key).await
+    // BlockedEncryptionTypes: SSE-C blocked = customer-supplied keys FullyRestricted;
+    // absent or NONE = not restricted.
+    let mut csek_blocked = false;
+    for t in rule
+        .blocked_encryption_types
+        .iter()
+        .flat_map(|b| b.encryption_type.iter())
+    {
+        match t.as_str() {
+            "SSE-C" => csek_blocked = true,
+            "NONE" => {}
+            other => {
+                return Err(S3Error::invalid(format!(
+                    "Unknown blocked encryption type {other}: SSE-C or NONE."
+                )));
+            }
+        }
+    }
+    apply_encryption(ctx, bucket, key, csek_blocked).await
 }
 
-pub async fn delete_encryption(ctx: &XCtx, bucket: &str) -> S3Result<Response> {
-    require(ctx, "storage.buckets.update", Some(bucket)).await?;
-    set_default_key(ctx, bucket, None).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn set_default_key(ctx: &XCtx, bucket: &str, key: Option<String>) -> S3Result<Response> {
+/// Sets the default key and the SSE-C block. The configuration replaces the previous
+/// one: a block it no longer names is lifted; an enforcement never set stays unset.
+async fn apply_encryption(ctx: &XCtx, bucket: &str, key: Option<String>, csek_blocked: bool) -> S3Result<Response> {
+    let was_blocked = ctx
+        .app
+        .storage
+        .get_bucket(bucket)
+        .await?
+        .encryption_enforcement
+        .get(&KeyKind::Csek)
+        .is_some_and(|c| c.restriction_mode == RestrictionMode::FullyRestricted);
+    let enforcement = match (csek_blocked, was_blocked) {
+        (true, _) => vec![(KeyKind::Csek, Some(RestrictionMode::FullyRestricted))],
+        (false, true) => vec![(KeyKind::Csek, Some(RestrictionMode::NotRestricted))],
+        (false, false) => vec![],
+    };
     let patch = BucketPatch {
         default_kms_key_name: Some(key),
+        enforcement,
         ..Default::default()
     };
     ctx.app.storage.patch_bucket(bucket, patch, None).await?;
     Ok(StatusCode::OK.into_response())
+}
+
+pub async fn delete_encryption(ctx: &XCtx, bucket: &str) -> S3Result<Response> {
+    require(ctx, "storage.buckets.update", Some(bucket)).await?;
+    apply_encryption(ctx, bucket, None, false).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn get_object_lock(ctx: &XCtx, bucket: &str) -> S3Result<Response> {

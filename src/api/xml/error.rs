@@ -127,6 +127,10 @@ impl From<StorageError> for S3Error {
                 Self::new(409, "BucketAlreadyOwnedByYou", m)
             }
             StorageError::Conflict(m) => Self::new(409, "Conflict", m),
+            // Encryption enforcement (S3's BlockedEncryptionTypes): AccessDenied, as S3.
+            StorageError::PreconditionFailed(m) if m.contains("does not allow new objects with") => {
+                Self::access_denied(m)
+            }
             StorageError::PreconditionFailed(_) | StorageError::ConcurrentChange(_) => Self::new(
                 412,
                 "PreconditionFailed",
