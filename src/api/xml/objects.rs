@@ -646,6 +646,19 @@ fn contents(ctx: &XCtx, rec: &ObjectRecord, names: &Names, version: bool) -> El 
         .child(El::text("StorageClass", rec.storage_class.clone()))
 }
 
+/// One page of a listing; `max-keys=0` asks for none. A page token the engine cannot
+/// read is the client's error, answered with `bad_token`.
+async fn fetch_page(ctx: &XCtx, bucket: &str, spec: ListSpec, bad_token: &str) -> S3Result<crate::storage::ListPage> {
+    if spec.max_results == Some(0) {
+        return Ok(crate::storage::ListPage::default());
+    }
+    let from_token = spec.page_token.is_some();
+    ctx.app.storage.list_objects(bucket, spec).await.map_err(|e| match e {
+        StorageError::BadRequest { .. } if from_token => S3Error::invalid(bad_token),
+        e => e.into(),
+    })
+}
+
 pub async fn list(ctx: &XCtx, bucket: &str) -> S3Result<Response> {
     require(ctx, "storage.objects.list", Some(bucket)).await?;
     let v2 = match ctx.query.get("list-type") {
@@ -665,30 +678,20 @@ pub async fn list(ctx: &XCtx, bucket: &str) -> S3Result<Response> {
     } else {
         (ctx.query.get("marker").map(|m| after(m, delimiter.as_deref())), None)
     };
-    let page = if max == 0 {
-        crate::storage::ListPage::default()
-    } else {
-        ctx.app
-            .storage
-            .list_objects(
-                bucket,
-                ListSpec {
-                    prefix: prefix.clone(),
-                    delimiter: delimiter.clone(),
-                    max_results: Some(max),
-                    page_token,
-                    start_offset,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| match e {
-                StorageError::BadRequest { .. } if v2 => {
-                    S3Error::invalid("The continuation token provided is incorrect")
-                }
-                e => e.into(),
-            })?
+    let spec = ListSpec {
+        prefix: prefix.clone(),
+        delimiter: delimiter.clone(),
+        max_results: Some(max),
+        page_token,
+        start_offset,
+        ..Default::default()
     };
+    let bad_token = if v2 {
+        "The continuation token provided is incorrect"
+    } else {
+        "Invalid marker"
+    };
+    let page = fetch_page(ctx, bucket, spec, bad_token).await?;
     let truncated = page.next_page_token.is_some();
     let mut doc = El::new("ListBucketResult")
         .child(El::text("Name", bucket))
@@ -742,29 +745,16 @@ pub async fn list_versions(ctx: &XCtx, bucket: &str) -> S3Result<Response> {
         (Some(k), None) => (Some(after(k, delimiter.as_deref())), None),
         (None, None) => (None, None),
     };
-    let page = if max == 0 {
-        crate::storage::ListPage::default()
-    } else {
-        ctx.app
-            .storage
-            .list_objects(
-                bucket,
-                ListSpec {
-                    prefix: prefix.clone(),
-                    delimiter: delimiter.clone(),
-                    versions: true,
-                    max_results: Some(max),
-                    page_token,
-                    start_offset,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| match e {
-                StorageError::BadRequest { .. } => S3Error::invalid("Invalid version id marker"),
-                e => e.into(),
-            })?
+    let spec = ListSpec {
+        prefix: prefix.clone(),
+        delimiter: delimiter.clone(),
+        versions: true,
+        max_results: Some(max),
+        page_token,
+        start_offset,
+        ..Default::default()
     };
+    let page = fetch_page(ctx, bucket, spec, "Invalid version id marker").await?;
     let truncated = page.next_page_token.is_some();
     // S3 lists each key's versions newest first.
     let mut page = page;
