@@ -1291,6 +1291,12 @@ impl Storage {
         let mut page = ListPage::default();
         let delim = spec.delimiter.clone().filter(|d| !d.is_empty());
         let mut filtered_out = 0usize;
+        // Rows fetched per query. With a delimiter, a batch may end at its first row (a
+        // prefix, then a jump past it): batches start small after each jump and double
+        // while names keep coming, so a root listing of many prefixes reads a few rows
+        // per prefix instead of a full page each.
+        let full = (max + 1) * 2;
+        let mut limit = if delim.is_some() { 16.min(full) } else { full };
         loop {
             let (start, after) = match &cursor {
                 Cursor::At(s) => (s.clone().max(floor.clone()), None),
@@ -1302,7 +1308,7 @@ impl Storage {
                 after,
                 end: spec.end_offset.clone(),
                 versions: spec.versions,
-                limit: (max + 1) * 2,
+                limit,
                 soft_deleted: spec.soft_deleted,
                 bucket_gen,
             };
@@ -1320,7 +1326,7 @@ impl Storage {
                         .collect::<Vec<_>>())
                 })
                 .await?;
-            let exhausted = batch.len() < (max + 1) * 2;
+            let exhausted = batch.len() < limit;
             let mut jumped = false;
             for (rec, wanted) in batch {
                 if !rec.name.starts_with(&spec.prefix) {
@@ -1364,6 +1370,7 @@ impl Storage {
             if !jumped && exhausted {
                 return Ok(page);
             }
+            limit = if jumped { 16.min(full) } else { (limit * 2).min(full) };
         }
     }
 
