@@ -43,17 +43,20 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
             .extensions()
             .get::<super::xml::OriginalPath>()
             .map_or_else(|| path.clone(), |p| p.0.clone());
-        let (method, uri, headers) = (req.method().clone(), req.uri().clone(), req.headers().clone());
-        match super::xml::auth::authenticate(&app, &method, &uri, &headers, sent_path).await {
+        // The request's parts, not the request, are held across the await (the body is
+        // not `Sync`), so nothing needs copying.
+        let (mut parts, body) = req.into_parts();
+        let verified = super::xml::auth::authenticate(&app, &parts.method, &parts.uri, &parts.headers, sent_path).await;
+        match verified {
             Err(e) => return e.into_response(),
             Ok(Some((principal, verified, project))) => {
-                req.extensions_mut().insert(Principal(principal));
-                req.extensions_mut().insert(verified);
-                req.extensions_mut().insert(project);
-                return next.run(req).await;
+                parts.extensions.insert(Principal(principal));
+                parts.extensions.insert(verified);
+                parts.extensions.insert(project);
+                return next.run(Request::from_parts(parts, body)).await;
             }
             // Unsigned: a bearer token, or the dev user.
-            Ok(None) => {}
+            Ok(None) => req = Request::from_parts(parts, body),
         }
     }
     let bearer = req

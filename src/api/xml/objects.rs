@@ -49,6 +49,30 @@ fn etag_for_listing(ctx: &XCtx, rec: &ObjectRecord) -> String {
     etag(rec, None)
 }
 
+/// A generation of `bucket`/`key`; a missing one is S3's NoSuchKey naming it (a missing
+/// bucket stays NoSuchBucket).
+pub(super) async fn lookup(
+    ctx: &XCtx,
+    bucket: &str,
+    key: &str,
+    generation: Option<i64>,
+    pre: &Preconditions,
+) -> S3Result<ObjectRecord> {
+    ctx.app
+        .storage
+        .get_object(bucket, key, generation, pre)
+        .await
+        .map_err(|e| {
+            let e = S3Error::from(e);
+            if e.code == "NoSuchKey" {
+                S3Error::new(404, "NoSuchKey", "The specified key does not exist.")
+                    .with_resource(format!("/{bucket}/{key}"))
+            } else {
+                e
+            }
+        })
+}
+
 fn version_id(ctx: &XCtx) -> S3Result<Option<i64>> {
     match ctx.query.get("versionId") {
         None | Some("") | Some("null") => Ok(None),
@@ -274,15 +298,7 @@ pub(super) async fn write_preconditions(ctx: &XCtx, bucket: &str, key: &str) -> 
         pre.if_generation_match = Some(0);
     }
     if let Some(v) = ctx.header("if-match") {
-        let live = ctx
-            .app
-            .storage
-            .get_object(bucket, key, None, &Preconditions::default())
-            .await
-            .map_err(|e| match e {
-                StorageError::NotFound(_) => S3Error::new(404, "NoSuchKey", "The specified key does not exist."),
-                e => e.into(),
-            })?;
+        let live = lookup(ctx, bucket, key, None, &Preconditions::default()).await?;
         if !etag_matches(v, &etag_for_listing(ctx, &live)) {
             return Err(S3Error::new(
                 412,
@@ -361,18 +377,7 @@ pub async fn get(ctx: &XCtx, bucket: &str, key: &str) -> S3Result<Response> {
         return Err(S3Error::not_implemented("GetObject by partNumber"));
     }
     let head = ctx.method == Method::HEAD;
-    let rec = ctx
-        .app
-        .storage
-        .get_object(bucket, key, version_id(ctx)?, &goog_preconditions(ctx)?)
-        .await
-        .map_err(|e| match e {
-            StorageError::NotFound(m) if !m.starts_with("The specified bucket") => {
-                S3Error::new(404, "NoSuchKey", "The specified key does not exist.")
-                    .with_resource(format!("/{bucket}/{key}"))
-            }
-            e => e.into(),
-        })?;
+    let rec = lookup(ctx, bucket, key, version_id(ctx)?, &goog_preconditions(ctx)?).await?;
     let csek = sse::customer_key(ctx, "x-amz-server-side-encryption", "x-goog-encryption")?;
     let opened = ctx.app.storage.open(rec, csek.as_ref().map(|(k, _)| k.as_ref()))?;
     let tag = etag(&opened.record, Some(&opened.hashes));
@@ -511,8 +516,10 @@ async fn delete_one(ctx: &XCtx, bucket: &str, key: &str, generation: Option<i64>
         .await
     {
         Ok(()) => Ok(()),
-        Err(StorageError::NotFound(m)) if !m.starts_with("The specified bucket") => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) => match S3Error::from(e) {
+            e if e.code == "NoSuchKey" => Ok(()),
+            e => Err(e),
+        },
     }
 }
 
@@ -833,18 +840,7 @@ pub async fn copy(ctx: &XCtx, bucket: &str, key: &str) -> S3Result<Response> {
     if ctx.header("x-amz-tagging-directive").is_some() {
         return Err(S3Error::not_implemented("Object tagging"));
     }
-    let src = ctx
-        .app
-        .storage
-        .get_object(&src_bucket, &src_key, src_version, &Default::default())
-        .await
-        .map_err(|e| match e {
-            StorageError::NotFound(m) if !m.starts_with("The specified bucket") => {
-                S3Error::new(404, "NoSuchKey", "The specified key does not exist.")
-                    .with_resource(format!("/{src_bucket}/{src_key}"))
-            }
-            e => e.into(),
-        })?;
+    let src = lookup(ctx, &src_bucket, &src_key, src_version, &Default::default()).await?;
     let src_csek = sse::customer_key(
         ctx,
         "x-amz-copy-source-server-side-encryption",
