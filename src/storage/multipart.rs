@@ -76,6 +76,15 @@ impl Part {
     }
 }
 
+/// A part as CompleteMultipartUpload names it.
+#[derive(Debug, Clone)]
+pub struct CompletedPart {
+    pub number: u32,
+    pub etag: String,
+    /// The part's CRC32C, if the client asserts it.
+    pub crc32c: Option<u32>,
+}
+
 fn bad(reason: &'static str, message: impl Into<String>) -> StorageError {
     StorageError::BadRequest {
         reason,
@@ -343,7 +352,7 @@ impl Storage {
     pub async fn complete_multipart(
         &self,
         upload: &MultipartUpload,
-        parts: &[(u32, String)],
+        parts: &[CompletedPart],
         csek: Option<std::sync::Arc<CustomerKey>>,
         may_replace: bool,
     ) -> StorageResult<(ObjectRecord, ObjectHashes)> {
@@ -351,7 +360,7 @@ impl Storage {
         if parts.is_empty() {
             return Err(bad("malformedXML", "You must specify at least one part."));
         }
-        if parts.windows(2).any(|w| w[0].0 >= w[1].0) {
+        if parts.windows(2).any(|w| w[0].number >= w[1].number) {
             return Err(bad(
                 "invalidPartOrder",
                 "The list of parts was not in ascending order. The parts list must be specified in order by part number.",
@@ -359,15 +368,17 @@ impl Storage {
         }
         let stored = self.list_parts(&upload.id, 0, MAX_PART_NUMBER as usize).await?;
         let mut chosen = Vec::with_capacity(parts.len());
-        for (i, (n, etag)) in parts.iter().enumerate() {
+        for (i, want) in parts.iter().enumerate() {
+            let n = &want.number;
             let p = stored
                 .iter()
                 .find(|p| p.part_number == *n)
-                .filter(|p| p.etag() == etag.trim_matches('"'))
+                .filter(|p| p.etag() == want.etag.trim_matches('"'))
+                .filter(|p| want.crc32c.is_none_or(|c| c == p.crc32c))
                 .ok_or_else(|| {
                     bad(
                         "invalidPart",
-                        format!("One or more of the specified parts could not be found, or its ETag did not match (part {n})."),
+                        format!("One or more of the specified parts could not be found, or its ETag or checksum did not match (part {n})."),
                     )
                 })?;
             if i + 1 < parts.len() && p.size < MIN_PART_SIZE {

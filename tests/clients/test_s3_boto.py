@@ -293,10 +293,21 @@ def test_multipart_upload_with_copy_part_listing_and_abort(s3, bucket):
         with pytest.raises(ClientError) as e:
             s3.complete_multipart_upload(Bucket=bucket, Key="big", UploadId=uid, MultipartUpload={"Parts": bad})
         assert code(e.value) == want, bad
+    # A per-part CRC32C is checked against the part stored; other checksums are not kept.
+    import google_crc32c
+    good_crc = base64.b64encode(google_crc32c.value(part3).to_bytes(4, "big")).decode()
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=bucket, Key="big", UploadId=uid, MultipartUpload={"Parts": [
+            {"PartNumber": 3, "ETag": e3, "ChecksumCRC32C": "AAAAAA=="}]})
+    assert code(e.value) == "InvalidPart"
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=bucket, Key="big", UploadId=uid, MultipartUpload={"Parts": [
+            {"PartNumber": 3, "ETag": e3, "ChecksumCRC32": "AAAAAA=="}]})
+    assert code(e.value) == "NotImplemented"
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="big")
     done = s3.complete_multipart_upload(Bucket=bucket, Key="big", UploadId=uid, MultipartUpload={"Parts": [
-        {"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}, {"PartNumber": 3, "ETag": e3}]})
+        {"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}, {"PartNumber": 3, "ETag": e3, "ChecksumCRC32C": good_crc}]})
     md5s = b"".join(bytes.fromhex(x.strip('"')) for x in (e1, e2, e3))
     assert done["ETag"] == f'"{hashlib.md5(md5s).hexdigest()}-3"'
     got = s3.get_object(Bucket=bucket, Key="big")

@@ -102,7 +102,7 @@ pub async fn upload_part(ctx: &XCtx, bucket: &str, key: &str, body: Body) -> S3R
     let part = if copy {
         let (sb, sk, sv) = copy_source(ctx)?;
         require(ctx, "storage.objects.get", Some(&sb)).await?;
-        let src = ctx.app.storage.get_object(&sb, &sk, sv, &Default::default()).await?;
+        let src = super::objects::lookup(ctx, &sb, &sk, sv, &Default::default()).await?;
         let src_csek = sse::customer_key(
             ctx,
             "x-amz-copy-source-server-side-encryption",
@@ -157,13 +157,51 @@ struct CompletePart {
     part_number: u32,
     #[serde(rename = "ETag")]
     etag: String,
+    /// A part's CRC32C is stored, so it is checked; other per-part checksums are not
+    /// kept (sealstore returns none from UploadPart, so clients do not send them back).
+    #[serde(rename = "ChecksumCRC32C")]
+    checksum_crc32c: Option<String>,
+    #[serde(rename = "ChecksumCRC32")]
+    checksum_crc32: Option<String>,
+    #[serde(rename = "ChecksumSHA1")]
+    checksum_sha1: Option<String>,
+    #[serde(rename = "ChecksumSHA256")]
+    checksum_sha256: Option<String>,
+    #[serde(rename = "ChecksumCRC64NVME")]
+    checksum_crc64nvme: Option<String>,
 }
 
 pub async fn complete(ctx: &XCtx, bucket: &str, key: &str, body: Body) -> S3Result<Response> {
     require(ctx, "storage.objects.create", Some(bucket)).await?;
     let u = upload(ctx, bucket, key).await?;
     let req: CompleteRequest = xml_body(ctx, body).await?;
-    let parts: Vec<(u32, String)> = req.part.into_iter().map(|p| (p.part_number, p.etag)).collect();
+    if req.part.iter().any(|p| {
+        p.checksum_crc32.is_some()
+            || p.checksum_sha1.is_some()
+            || p.checksum_sha256.is_some()
+            || p.checksum_crc64nvme.is_some()
+    }) {
+        return Err(S3Error::not_implemented(
+            "Per-part CRC32, SHA1, SHA256 and CRC64NVME checksums in CompleteMultipartUpload (CRC32C is checked)",
+        ));
+    }
+    let parts =
+        req.part
+            .into_iter()
+            .map(|p| {
+                let crc = match p.checksum_crc32c.as_deref() {
+                    None => None,
+                    Some(c) => Some(crate::storage::hashing::parse_crc32c_b64(c).ok_or_else(|| {
+                        S3Error::invalid(format!("Invalid ChecksumCRC32C for part {}.", p.part_number))
+                    })?),
+                };
+                Ok(crate::storage::multipart::CompletedPart {
+                    number: p.part_number,
+                    etag: p.etag,
+                    crc32c: crc,
+                })
+            })
+            .collect::<S3Result<Vec<_>>>()?;
     let csek = sse::customer_key(ctx, "x-amz-server-side-encryption", "x-goog-encryption")?;
     let may_replace = crate::api::gcs::may_replace_for(&ctx.app, &ctx.principal, bucket);
     let (rec, hashes) = ctx
