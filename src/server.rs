@@ -207,7 +207,7 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
         meta,
         clock.clone(),
     )));
-    Ok(AppState {
+    Ok(AppState::new(crate::api::AppStateInner {
         kms,
         policies,
         clock,
@@ -229,7 +229,7 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
             .as_ref()
             .map(|d| d.trim_matches('.').to_ascii_lowercase()),
         in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_in_flight.max(1))),
-    })
+    }))
 }
 
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {

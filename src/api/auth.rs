@@ -14,6 +14,30 @@ pub struct Principal(pub String);
 
 pub const DEV_PRINCIPAL: &str = "user:dev@localhost";
 
+/// A bearer token the KMS face resolves itself, inside the one blocking call that does
+/// its work: a token lookup of its own would cost a second trip to the blocking pool
+/// on every `:encrypt`.
+#[derive(Clone)]
+pub struct DeferredToken(pub String);
+
+/// The KMS REST face (`/v1/…`), which resolves its own bearer tokens.
+fn defers_token(path: &str) -> bool {
+    path.starts_with("/v1/")
+}
+
+/// The principal of a deferred bearer token, or the 401 to answer (KMS format).
+/// Runs on a blocking thread.
+pub fn resolve_deferred(app: &AppState, token: &str) -> Result<String, RpcError> {
+    match app.tokens.authenticate(token) {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(RpcError::new(
+            Code::Unauthenticated,
+            "Request had invalid authentication credentials: the token is unknown or revoked.",
+        )),
+        Err(_) => Err(RpcError::new(Code::Internal, "Internal error.")),
+    }
+}
+
 fn unauthenticated(path: &str, message: &str) -> Response {
     super::observe::error_for_path(
         path,
@@ -66,6 +90,10 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
         .and_then(bearer_token)
         .map(str::to_owned);
     let principal = match bearer {
+        Some(token) if defers_token(&path) => {
+            req.extensions_mut().insert(DeferredToken(token));
+            return next.run(req).await;
+        }
         Some(token) => {
             let tokens = app.tokens.clone();
             match crate::request_id::spawn_blocking(move || tokens.authenticate(&token)).await {

@@ -21,8 +21,25 @@ use axum::Router;
 use axum::routing::{any, get, post};
 use std::sync::Arc;
 
+/// Everything a handler needs, shared: cloned per request (each middleware layer
+/// extracts it), so the clone is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl AppState {
+    pub fn new(inner: AppStateInner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+pub struct AppStateInner {
     pub kms: Kms,
     pub policies: Arc<PolicyStore>,
     pub clock: Arc<dyn Clock>,

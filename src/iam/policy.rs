@@ -152,7 +152,9 @@ impl PolicyStore {
     /// The policies of `chain`, in order, from the cache when it is current.
     pub fn chain(&self, chain: &[String]) -> Result<Vec<std::sync::Arc<Policy>>, IamError> {
         let conn = self.conn();
-        let version: i64 = conn.query_row("SELECT v FROM iam_policy_version WHERE id = 1", [], |r| r.get(0))?;
+        let version: i64 = conn
+            .prepare_cached("SELECT v FROM iam_policy_version WHERE id = 1")?
+            .query_row([], |r| r.get(0))?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.version != version || cache.policies.len() > MAX_CACHED {
             cache.version = version;
@@ -165,9 +167,8 @@ impl PolicyStore {
                 continue;
             }
             let doc: Option<String> = conn
-                .query_row("SELECT doc FROM iam_policies WHERE resource = ?1", [resource], |r| {
-                    r.get(0)
-                })
+                .prepare_cached("SELECT doc FROM iam_policies WHERE resource = ?1")?
+                .query_row([resource], |r| r.get(0))
                 .optional()?;
             let p = std::sync::Arc::new(match doc {
                 Some(d) => serde_json::from_str(&d)?,

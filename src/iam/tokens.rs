@@ -90,11 +90,8 @@ impl TokenStore {
     pub fn authenticate(&self, token: &str) -> Result<Option<String>, IamError> {
         Ok(self
             .conn()
-            .query_row(
-                "SELECT principal FROM iam_tokens WHERE hash = ?1 AND revoked = 0",
-                [self.hash(token)],
-                |r| r.get::<_, String>(0),
-            )
+            .prepare_cached("SELECT principal FROM iam_tokens WHERE hash = ?1 AND revoked = 0")?
+            .query_row([self.hash(token)], |r| r.get::<_, String>(0))
             .optional()?)
     }
 

@@ -125,11 +125,18 @@ pub struct Request {
 
 pub async fn handle(
     State(app): State<AppState>,
-    axum::Extension(principal): axum::Extension<crate::api::auth::Principal>,
+    principal: Option<axum::Extension<crate::api::auth::Principal>>,
+    deferred: Option<axum::Extension<crate::api::auth::DeferredToken>>,
     method: Method,
     uri: Uri,
     body: axum::body::Body,
 ) -> Response {
+    // Authentication left either a principal or a bearer token to resolve here.
+    let (principal, token) = match (principal, deferred) {
+        (Some(axum::Extension(p)), _) => (p.0, None),
+        (None, Some(axum::Extension(t))) => (String::new(), Some(t.0)),
+        (None, None) => return RpcError::new(crate::api::error::Code::Internal, "Internal error.").into_response(),
+    };
     let body = match crate::api::body::read_limited(body, app.limits.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return RpcError::from(e).into_response(),
@@ -141,7 +148,7 @@ pub async fn handle(
             ints: query.get("$alt").is_some_and(|a| a.contains("enum-encoding=int")),
         };
         Ok::<_, RpcError>(Request {
-            principal: principal.0,
+            principal,
             method,
             target,
             verb,
@@ -150,11 +157,17 @@ pub async fn handle(
             enc,
         })
     })();
-    let req = match parsed {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
     match crate::request_id::spawn_blocking(move || {
+        // The token first: an unauthenticated caller learns nothing about paths.
+        let req = match token {
+            Some(token) => {
+                let principal = crate::api::auth::resolve_deferred(&app, &token)?;
+                let mut req = parsed?;
+                req.principal = principal;
+                req
+            }
+            None => parsed?,
+        };
         let resource = req.target.resource();
         let method_name = format!(
             "{} {}{}",
