@@ -66,7 +66,7 @@ struct HttpServer {
     url: String,
     dir: std::path::PathBuf,
     state: sealstore::api::AppState,
-    _rt: tokio::runtime::Runtime,
+    rt: tokio::runtime::Runtime,
 }
 
 impl HttpServer {
@@ -106,12 +106,7 @@ impl HttpServer {
             });
             axum::serve(listener, router).await
         });
-        Self {
-            url,
-            dir,
-            state,
-            _rt: rt,
-        }
+        Self { url, dir, state, rt }
     }
 
     /// `Authorization` for an owner of project `bench` (token mode), or nothing (dev).
@@ -120,7 +115,10 @@ impl HttpServer {
             return None;
         }
         let principal = "user:bench@example.com";
-        let (_, token) = self.state.tokens.create(principal, chrono::Utc::now()).unwrap();
+        let (_, token) = self
+            .rt
+            .block_on(self.state.tokens.create(principal, chrono::Utc::now()))
+            .unwrap();
         self.state
             .policies
             .add_binding("projects/bench", "roles/owner", principal)

@@ -8,9 +8,7 @@ use crate::kms::{DAY, Kms, KmsError, NewCryptoKey};
 use crate::storage::{KeyChoice, KeyError, KeyService, WrappedDek};
 use zeroize::Zeroizing;
 
-/// Where the Google-managed service key lives. The leading underscore keeps it apart
-/// from user projects.
-pub const GOOGLE_MANAGED_PROJECT: &str = "_sealstore";
+pub use crate::kms::GOOGLE_MANAGED_PROJECT;
 const GOOGLE_MANAGED_RING: &str = "google-managed";
 const GOOGLE_MANAGED_KEY: &str = "objects";
 
@@ -174,6 +172,6 @@ impl KeyService for KmsKeyService {
 fn outcome_of<T>(r: &Result<T, crate::kms::KmsError>) -> &'static str {
     match r {
         Ok(_) => "OK",
-        Err(e) => crate::api::error::RpcError::code_name_of(e),
+        Err(e) => e.status_name(),
     }
 }

@@ -156,10 +156,19 @@ fn root_and_db(dir: &DataDirArgs) -> anyhow::Result<(sealstore::rootkey::RootKey
     Ok((root, dir.data_dir.join("sealstore.db")))
 }
 
+/// Runs one store call to completion for a CLI command (the stores are async).
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime")
+        .block_on(f)
+}
+
 fn token_store(dir: &DataDirArgs) -> anyhow::Result<(sealstore::iam::tokens::TokenStore, std::path::PathBuf)> {
     let (root, db) = root_and_db(dir)?;
     Ok((
-        sealstore::iam::tokens::TokenStore::new(sealstore::db::open(&db)?, &root)?,
+        sealstore::iam::tokens::TokenStore::sqlite(sealstore::db::open(&db)?, &root)?,
         db,
     ))
 }
@@ -245,7 +254,7 @@ fn run_iam(command: IamCommand) -> anyhow::Result<()> {
             role,
         } => {
             let (store, db) = token_store(&dir)?;
-            let (info, token) = store.create(&principal, chrono::Utc::now())?;
+            let (info, token) = block_on(store.create(&principal, chrono::Utc::now()))?;
             if let (Some(project), Some(role)) = (project, role) {
                 let policies = sealstore::iam::PolicyStore::new(sealstore::db::open(&db)?)?;
                 policies.add_binding(&format!("projects/{project}"), &role, &principal)?;
@@ -255,7 +264,7 @@ fn run_iam(command: IamCommand) -> anyhow::Result<()> {
         }
         TokenCommand::List { dir } => {
             let (store, _) = token_store(&dir)?;
-            for t in store.list()? {
+            for t in block_on(store.list())? {
                 println!(
                     "{}\t{}\t{}\t{}",
                     t.id,
@@ -267,7 +276,7 @@ fn run_iam(command: IamCommand) -> anyhow::Result<()> {
         }
         TokenCommand::Revoke { dir, id } => {
             let (store, _) = token_store(&dir)?;
-            anyhow::ensure!(store.revoke(&id)?, "no token with id {id}");
+            anyhow::ensure!(block_on(store.revoke(&id))?, "no token with id {id}");
             eprintln!("revoked token {id}");
         }
     }

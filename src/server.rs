@@ -14,8 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Settings key of the fake clock's offset, in milliseconds.
-pub const FAKE_CLOCK_OFFSET: &str = "fake_clock_offset_ms";
+pub use crate::clock::FAKE_CLOCK_OFFSET;
 
 #[derive(Clone)]
 pub struct ServeConfig {
@@ -173,7 +172,10 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
         kms.set_quota(n, &[crate::keyservice::GOOGLE_MANAGED_PROJECT]);
     }
     let policies = Arc::new(PolicyStore::new(crate::db::open(&db_path)?)?);
-    let tokens = Arc::new(crate::iam::tokens::TokenStore::new(crate::db::open(&db_path)?, &root)?);
+    let tokens = Arc::new(crate::iam::tokens::TokenStore::sqlite(
+        crate::db::open(&db_path)?,
+        &root,
+    )?);
     let hmac_keys = Arc::new(crate::iam::hmac_keys::HmacKeyStore::new(
         crate::db::open(&db_path)?,
         Sealer::new(&root),
@@ -182,7 +184,7 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
         &cfg.data_dir.join("audit.log"),
         cfg.audit_stdout,
     )?);
-    kms.set_event_sink(Arc::new(crate::audit::KmsAudit {
+    kms.set_event_sink(Arc::new(crate::kms_audit::KmsAudit {
         log: audit.clone(),
         clock: clock.clone(),
     }));
@@ -203,10 +205,7 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
             .with_inline_max(cfg.inline_max_bytes)
             .with_default_soft_delete(cfg.default_soft_delete_seconds)?,
     );
-    kms.set_destroy_guard(Arc::new(crate::storage::guard::RetentionGuard::new(
-        meta,
-        clock.clone(),
-    )));
+    kms.set_destroy_guard(Arc::new(crate::guard::RetentionGuard::new(meta, clock.clone())));
     Ok(AppState::new(crate::api::AppStateInner {
         kms,
         policies,

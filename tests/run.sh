@@ -18,7 +18,16 @@ fi
 # The Node clients, exactly as package-lock.json pins them.
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 
+# PostgreSQL server binaries: the store tests start a throwaway cluster of their own
+# with initdb/pg_ctl (never a system service).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql
+fi
+
 cargo fmt --all -- --check
-# Builds target/release/sealstore once; the Python tests below reuse it.
-cargo test --release
+# Every crate of the workspace; builds target/release/sealstore once, and the Python
+# tests below reuse it.
+cargo test --release --workspace
 SEALSTORE_BIN="$PWD/target/release/sealstore" GSUTIL_BIN="$PWD/$gsutil_venv/bin/gsutil" "$venv/bin/pytest" -q tests/clients "$@"

@@ -24,8 +24,16 @@ pub struct FindArgs {
     pub csek_sha256: Option<String>,
 }
 
+/// Everything but RFC 3986's unreserved characters is escaped, `/` included, as the
+/// Python client quotes a query value.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 fn enc(s: &str) -> String {
-    crate::api::gcs::render::quote(s)
+    percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
 pub fn find(args: FindArgs) -> anyhow::Result<Value> {

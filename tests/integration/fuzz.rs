@@ -6,9 +6,10 @@
 //! `tests/clients/test_fuzz.py`.
 
 use proptest::prelude::*;
+use sealstore::api::gcs::content_range;
+use sealstore::storage::ChunkRange;
 use sealstore::storage::csek::CustomerKey;
 use sealstore::storage::glob::Glob;
-use sealstore::storage::resumable::ChunkRange;
 
 /// Text that looks like the grammar under test often enough to reach deep branches.
 fn near(alphabet: &'static str, max: usize) -> impl Strategy<Value = String> {
@@ -23,7 +24,7 @@ proptest! {
         Just("bytes 0-18446744073709551615/*".to_owned()),
         any::<String>(),
     ], len in prop::option::of(any::<u64>())) {
-        if let Ok(r) = ChunkRange::parse(Some(&h), len) {
+        if let Ok(r) = content_range::parse(Some(&h), len) {
             match r {
                 ChunkRange::Data { start, end, total } => {
                     prop_assert!(start <= end);
@@ -50,7 +51,7 @@ proptest! {
         key in prop::option::of(prop_oneof![near("ABCabc0123+/=", 60), any::<String>()]),
         sha in prop::option::of(near("ABCabc0123+/=", 60)),
     ) {
-        if let Ok(Some(k)) = CustomerKey::from_headers(alg.as_deref(), key.as_deref(), sha.as_deref()) {
+        if let Ok(Some(k)) = CustomerKey::from_parts(alg.as_deref(), key.as_deref(), sha.as_deref()) {
             // A key that parsed is one whose hash the client proved it knows.
             prop_assert!(k.matches(&k.sha256_b64()));
         }

@@ -1,0 +1,66 @@
+//! Synchronous store work (SQLite) from async code without blocking a runtime thread.
+//!
+//! Async store traits are served by SQLite through `run`: on a runtime worker thread it
+//! moves the work to the blocking pool; on a thread of that pool (a handler that already
+//! does its request's synchronous work there, such as the KMS face) it runs inline, so a
+//! request pays for one thread hop, not one per store call.
+
+use std::cell::Cell;
+
+thread_local! {
+    static ON_BLOCKING_POOL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with this thread marked as a blocking-pool thread.
+pub(crate) fn marked<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ON_BLOCKING_POOL.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(ON_BLOCKING_POOL.with(|c| c.replace(true)));
+    f()
+}
+
+/// Whether this thread runs work handed to `request_id::spawn_blocking`.
+pub fn on_blocking_pool() -> bool {
+    ON_BLOCKING_POOL.with(Cell::get)
+}
+
+/// `f`'s result, computed on the blocking pool (inline when already there). A panic in
+/// `f` resumes in the caller, as if `f` had run inline.
+pub async fn run<T, F>(f: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    if on_blocking_pool() {
+        return f();
+    }
+    match crate::request_id::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("blocking task cancelled: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn runs_off_the_worker_and_inline_on_the_pool() {
+        assert!(!on_blocking_pool());
+        assert!(run(on_blocking_pool).await, "moved to the blocking pool");
+        let inline = crate::request_id::spawn_blocking(|| {
+            let here = std::thread::current().id();
+            let fut = run(move || std::thread::current().id() == here);
+            tokio::runtime::Handle::current().block_on(fut)
+        })
+        .await
+        .unwrap();
+        assert!(inline, "already on the pool: no second hop");
+        assert!(!on_blocking_pool(), "the flag does not leak");
+    }
+}
