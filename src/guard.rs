@@ -20,10 +20,21 @@ impl RetentionGuard {
 }
 
 impl crate::kms::DestroyGuard for RetentionGuard {
+    /// The KMS core asks synchronously (from the blocking pool or its ticker); the store
+    /// is async, so this waits for it without stalling a runtime worker. Failing to ask
+    /// refuses the destruction (fail closed).
     fn check_destroy(&self, version: &VersionName) -> Result<(), String> {
+        sealstore_core::blocking::wait(self.check(version))
+            .map_err(|e| format!("could not check objects encrypted with {version}: {e}"))?
+    }
+}
+
+impl RetentionGuard {
+    async fn check(&self, version: &VersionName) -> Result<(), String> {
         let objects = self
             .meta
             .objects_with_key_version(&version.to_string())
+            .await
             .map_err(|e| format!("could not check objects encrypted with {version}: {e}"))?;
         let now = self.clock.now();
         let mut blocking = vec![];
@@ -35,6 +46,7 @@ impl crate::kms::DestroyGuard for RetentionGuard {
                     let b = self
                         .meta
                         .get_bucket(&o.bucket)
+                        .await
                         .map_err(|e| format!("could not read bucket {}: {e}", o.bucket))?;
                     let Some(b) = b else { continue };
                     buckets.entry(o.bucket.clone()).or_insert(b)

@@ -45,6 +45,46 @@ where
     }
 }
 
+/// Runs synchronous store work in place without stalling the runtime: on a worker of a
+/// multi-thread runtime the worker's other tasks move to another thread first
+/// (`block_in_place`); on the blocking pool, on a current-thread runtime (the CLI, unit
+/// tests) or outside any runtime it simply runs. Unlike `run`, `f` may borrow, so a
+/// synchronous backend can serve an async trait method without copying its arguments.
+pub fn scoped<T>(f: impl FnOnce() -> T) -> T {
+    if on_blocking_pool() {
+        return f();
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Waits for `fut` from synchronous code (a KMS destruction guard, the CLI). Inside a
+/// multi-thread runtime the worker is handed off first, as in `scoped`; outside any
+/// runtime a small one is made for the wait. On a current-thread runtime's own thread
+/// waiting would deadlock, so that is refused with an error instead.
+pub fn wait<F: std::future::Future>(fut: F) -> Result<F::Output, WaitError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| h.block_on(fut)))
+        }
+        Ok(_) => Err(WaitError),
+        Err(_) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|_| WaitError)?;
+            Ok(rt.block_on(fut))
+        }
+    }
+}
+
+/// `wait` was called on a current-thread runtime's own thread.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot wait for async work on a current-thread runtime's own thread")]
+pub struct WaitError;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,6 @@ use sealstore_core::clock::Clock;
 use sealstore_core::locations::LocationKind;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 pub const STORAGE_CLASSES: &[&str] = &[
     "STANDARD",
@@ -48,7 +47,6 @@ pub struct Storage {
     pub(super) blobs: BlobStore,
     pub(super) keys: Arc<dyn KeyService>,
     pub(super) clock: Arc<dyn Clock>,
-    last_generation: AtomicI64,
     pub(super) active_sessions: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Bucket metadata is read on every request and rarely changes: cached, and
     /// updated by every bucket write (this process is the only writer).
@@ -267,9 +265,7 @@ fn prefix_successor(p: &str) -> Option<String> {
 
 /// An inline object's sealed data, for a record that was read without it (listings).
 async fn load_inline(meta: Arc<dyn MetaStore>, bucket: String, name: String, generation: i64) -> StorageResult<Bytes> {
-    let rec = sealstore_core::request_id::spawn_blocking(move || meta.get_object(&bucket, &name, Some(generation)))
-        .await
-        .map_err(StorageError::internal)??;
+    let rec = meta.get_object(&bucket, &name, Some(generation)).await?;
     rec.and_then(|r| r.envelope.inline_data)
         .map(|d| d.0)
         .ok_or_else(|| StorageError::NotFound("The object generation no longer exists.".into()))
@@ -288,13 +284,11 @@ impl Storage {
         keys: Arc<dyn KeyService>,
         clock: Arc<dyn Clock>,
     ) -> StorageResult<Self> {
-        let last = meta.max_generation()?;
         Ok(Self {
             meta,
             blobs,
             keys,
             clock,
-            last_generation: AtomicI64::new(last),
             active_sessions: Default::default(),
             bucket_cache: Default::default(),
             rekey_cancel: Default::default(),
@@ -347,9 +341,7 @@ impl Storage {
             },
         };
         let (b, limit) = (bucket.to_owned(), limit.clamp(1, 1000));
-        let mut items = self
-            .blocking(move |m| m.objects_by_key(&b, &lo, &hi, after, limit + 1))
-            .await?;
+        let mut items = self.meta.objects_by_key(&b, &lo, &hi, after, limit + 1).await?;
         let next = if items.len() > limit {
             items.truncate(limit);
             items
@@ -365,42 +357,22 @@ impl Storage {
         self.clock.now()
     }
 
-    /// Generations are microsecond timestamps, strictly increasing.
-    pub(super) fn next_generation(&self) -> i64 {
-        let now = self.clock.now().timestamp_micros();
-        let mut prev = self.last_generation.load(Ordering::SeqCst);
-        loop {
-            let next = now.max(prev + 1);
-            match self
-                .last_generation
-                .compare_exchange(prev, next, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => return next,
-                Err(p) => prev = p,
-            }
-        }
+    /// Generations are microsecond timestamps, strictly increasing, unique across
+    /// every process on the metadata store.
+    pub(super) async fn next_generation(&self) -> StorageResult<i64> {
+        self.meta.next_generation(self.clock.now().timestamp_micros()).await
     }
 
     /// Readiness: the metadata store reads and its writer commits, and the blob store
     /// answers.
     pub async fn ready(&self) -> StorageResult<()> {
-        self.blocking(|m| m.ping()).await?;
+        self.meta.ping().await?;
         self.blobs.ping().await
     }
 
     /// Resumable sessions open now (a metrics gauge).
     pub async fn open_sessions(&self) -> StorageResult<u64> {
-        self.blocking(|m| m.count_sessions()).await
-    }
-
-    pub(super) async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&dyn MetaStore) -> StorageResult<T> + Send + 'static,
-    ) -> StorageResult<T> {
-        let meta = self.meta.clone();
-        sealstore_core::request_id::spawn_blocking(move || f(meta.as_ref()))
-            .await
-            .map_err(StorageError::internal)?
+        self.meta.count_sessions().await
     }
 
     /// Deletes the blob parts of a generation that is gone (inline data went with its row).
@@ -413,7 +385,7 @@ impl Storage {
     /// Removes unreferenced blob files older than `older_than` (all of them at start-up,
     /// before any request can be writing one). Blobs being written are left alone.
     pub async fn sweep(&self, older_than: chrono::DateTime<chrono::Utc>) -> StorageResult<usize> {
-        self.blobs.sweep(older_than, || self.blocking(|m| m.blob_ids())).await
+        self.blobs.sweep(older_than, || self.meta.blob_ids()).await
     }
 
     // ---- buckets -------------------------------------------------------------------
@@ -519,7 +491,7 @@ impl Storage {
             self.validate_default_key(&bucket, k)?;
         }
         let b = bucket.clone();
-        self.blocking(move |m| m.insert_bucket(&b)).await?;
+        self.meta.insert_bucket(&b).await?;
         self.cache_bucket(&bucket);
         Ok(bucket)
     }
@@ -539,7 +511,8 @@ impl Storage {
         }
         let n = name.to_owned();
         let b = self
-            .blocking(move |m| m.get_bucket(&n))
+            .meta
+            .get_bucket(&n)
             .await?
             .ok_or_else(|| StorageError::NotFound(format!("The specified bucket does not exist: {name}")))?;
         self.cache_bucket(&b);
@@ -589,9 +562,7 @@ impl Storage {
     ) -> StorageResult<(Vec<Bucket>, Option<String>)> {
         let limit = max.unwrap_or(1000).clamp(1, 1000);
         let (p, pre, after) = (project.to_owned(), prefix.to_owned(), page_token.map(str::to_owned));
-        let mut page = self
-            .blocking(move |m| m.list_buckets(&p, &pre, after.as_deref(), limit + 1))
-            .await?;
+        let mut page = self.meta.list_buckets(&p, &pre, after.as_deref(), limit + 1).await?;
         let next = if page.len() > limit {
             page.truncate(limit);
             page.last().map(|b| b.name.clone())
@@ -727,7 +698,7 @@ impl Storage {
         b.metageneration += 1;
         b.updated = self.clock.now();
         let nb = b.clone();
-        let result = self.blocking(move |m| m.update_bucket(&nb, expected)).await;
+        let result = self.meta.update_bucket(&nb, expected).await;
         // On failure the cached copy may be stale: drop it either way, then re-cache.
         self.forget_bucket(name);
         result?;
@@ -765,7 +736,7 @@ impl Storage {
         b.metageneration += 1;
         b.updated = self.clock.now();
         let nb = b.clone();
-        let result = self.blocking(move |meta| meta.update_bucket(&nb, m)).await;
+        let result = self.meta.update_bucket(&nb, m).await;
         self.forget_bucket(name);
         result?;
         self.cache_bucket(&b);
@@ -782,9 +753,7 @@ impl Storage {
             .is_some_and(|p| p.retention_duration_seconds > 0)
             .then(|| b.generation());
         let (n, now) = (name.to_owned(), self.clock.now());
-        let result = self
-            .blocking(move |m| m.delete_bucket(&n, if_metageneration_match, now))
-            .await;
+        let result = self.meta.delete_bucket(&n, if_metageneration_match, now).await;
         self.forget_bucket(name);
         for r in result? {
             self.discard_blob(&r.envelope).await;
@@ -1010,7 +979,7 @@ impl Storage {
             return Ok(bucket);
         }
         let (b, n) = (spec.bucket.clone(), spec.name.clone());
-        let live = self.blocking(move |m| m.get_object(&b, &n, None)).await?;
+        let live = self.meta.get_object(&b, &n, None).await?;
         spec.preconditions
             .check(live.as_ref().map(|r| (r.generation, r.metageneration)), false)?;
         if let Some(l) = &live {
@@ -1034,7 +1003,7 @@ impl Storage {
         // Checked inside the commit transaction: holds or retention that appeared while
         // the data streamed, and the caller's right to replace what is there.
         let check = replace_check(bucket.clone(), self.clock.now(), may_replace);
-        match self.blocking(move |m| m.commit_object(&rec, &pre, keep, check)).await {
+        match self.meta.commit_object(&rec, &pre, keep, check).await {
             Ok(replaced) => {
                 if let Some(old) = replaced {
                     self.discard_blob(&old.envelope).await;
@@ -1048,19 +1017,20 @@ impl Storage {
         }
     }
 
-    pub(super) fn new_record(
+    pub(super) async fn new_record(
         &self,
         spec: &WriteSpec,
         bucket: &Bucket,
         envelope: Envelope,
         size: u64,
         component_count: Option<u32>,
-    ) -> ObjectRecord {
+    ) -> StorageResult<ObjectRecord> {
         let now = self.clock.now();
-        ObjectRecord {
+        let generation = self.next_generation().await?;
+        Ok(ObjectRecord {
             bucket: spec.bucket.clone(),
             name: spec.name.clone(),
-            generation: self.next_generation(),
+            generation,
             metageneration: 1,
             size,
             meta: spec.meta.clone(),
@@ -1084,7 +1054,7 @@ impl Storage {
             time_storage_class_updated: None,
             soft_delete_time: None,
             hard_delete_time: None,
-        }
+        })
     }
 
     /// Encrypts a plaintext stream into `envelope`'s blob parts (or inline, below
@@ -1164,7 +1134,9 @@ impl Storage {
             Some(md5)
         };
         envelope.sealed_hashes = cipher.seal_hashes(crc, md5);
-        let record = self.new_record(&spec, &bucket, envelope, size, spec.component_count);
+        let record = self
+            .new_record(&spec, &bucket, envelope, size, spec.component_count)
+            .await?;
         let record = self
             .commit(&bucket, record, spec.preconditions, spec.may_replace)
             .await?;
@@ -1182,7 +1154,7 @@ impl Storage {
         pre: &Preconditions,
     ) -> StorageResult<ObjectRecord> {
         let (b, n) = (bucket.to_owned(), name.to_owned());
-        let rec = self.blocking(move |m| m.get_object(&b, &n, generation)).await?;
+        let rec = self.meta.get_object(&b, &n, generation).await?;
         let Some(rec) = rec else {
             // Distinguish a missing bucket from a missing object.
             self.get_bucket(bucket).await?;
@@ -1316,20 +1288,17 @@ impl Storage {
                 soft_deleted: spec.soft_deleted,
                 bucket_gen,
             };
-            // Glob matching runs with the query, off the async workers.
-            let glob = spec.match_glob.clone();
-            let batch = self
-                .blocking(move |m| {
-                    let recs = m.list_objects(&q)?;
-                    Ok(recs
-                        .into_iter()
-                        .map(|r| {
-                            let wanted = glob.as_ref().is_none_or(|g| g.matches(&r.name));
-                            (r, wanted)
-                        })
-                        .collect::<Vec<_>>())
+            let glob = spec.match_glob.as_ref();
+            let batch: Vec<_> = self
+                .meta
+                .list_objects(&q)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    let wanted = glob.is_none_or(|g| g.matches(&r.name));
+                    (r, wanted)
                 })
-                .await?;
+                .collect();
             let exhausted = batch.len() < limit;
             let mut jumped = false;
             for (rec, wanted) in batch {
@@ -1402,7 +1371,7 @@ impl Storage {
             rec.metageneration += 1;
             rec.updated = self.clock.now();
             let r = rec.clone();
-            match self.blocking(move |m| m.update_object(&r, expected)).await {
+            match self.meta.update_object(&r, expected).await {
                 Ok(()) => return Ok(rec),
                 Err(StorageError::ConcurrentChange(_)) if retry && attempt < METADATA_RACE_RETRIES => {
                     attempt += 1;
@@ -1428,7 +1397,8 @@ impl Storage {
         let check = replace_check(b.clone(), now, true);
         let (b, n, p) = (bucket.to_owned(), name.to_owned(), *pre);
         let removed = self
-            .blocking(move |m| m.delete_object(&b, &n, generation, &p, versioned, check, now))
+            .meta
+            .delete_object(&b, &n, generation, &p, versioned, check, now)
             .await?;
         if let Some(r) = removed {
             self.discard_blob(&r.envelope).await;
@@ -1462,7 +1432,7 @@ impl Storage {
             bucket: bucket.to_owned(),
             src: src.to_owned(),
             dst: dst.to_owned(),
-            generation: self.next_generation(),
+            generation: self.next_generation().await?,
             now,
             src_pre,
             dst_pre,
@@ -1478,7 +1448,7 @@ impl Storage {
             enforcement.check(&name, &r.envelope.kind)
         });
         let dst_check = replace_check(b.clone(), now, may_replace);
-        let (moved, replaced) = self.blocking(move |m| m.move_object(&mv, src_check, dst_check)).await?;
+        let (moved, replaced) = self.meta.move_object(&mv, src_check, dst_check).await?;
         if let Some(old) = replaced {
             self.discard_blob(&old.envelope).await;
         }

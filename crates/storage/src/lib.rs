@@ -21,7 +21,6 @@ pub mod resumable;
 pub mod segment;
 pub mod sink;
 pub mod soft_delete;
-pub mod soft_store;
 
 pub use csek::CustomerKey;
 pub use engine::{

@@ -52,48 +52,52 @@ impl Storage {
         if bucket.lifecycle.is_empty() {
             return Ok((vec![], None));
         }
-        let b = bucket.clone();
-        // Listing and judging (which may count newer generations) run off the async
-        // workers, on the store's own thread pool.
-        let (decisions, next) = self
-            .blocking(move |m| {
-                let q = ListQuery {
-                    bucket: b.name.clone(),
-                    start: String::new(),
-                    after,
-                    end: None,
-                    versions: true,
-                    limit: LIFECYCLE_PAGE,
-                    soft_deleted: false,
-                    bucket_gen: b.generation(),
-                };
-                let recs = m.list_objects(&q)?;
-                let next = (recs.len() == LIFECYCLE_PAGE)
-                    .then(|| recs.last().map(|r| (r.name.clone(), r.generation)))
-                    .flatten();
-                let mut out = vec![];
-                for rec in recs {
-                    let custom_time = rec
-                        .meta
-                        .custom_time
-                        .as_deref()
-                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                        .map(|t| t.with_timezone(&Utc));
-                    let subject = Subject {
-                        name: &rec.name,
-                        storage_class: &rec.storage_class,
-                        time_created: rec.time_created,
-                        custom_time,
-                        noncurrent_since: rec.time_deleted,
-                    };
-                    let mut newer = || m.newer_generations(&rec.bucket, &rec.name, rec.generation).unwrap_or(0);
-                    if let Some(d) = decide(&b.lifecycle, &subject, now, &mut newer) {
-                        out.push((rec, d));
-                    }
-                }
-                Ok((out, next))
-            })
-            .await?;
+        let b = bucket;
+        let q = ListQuery {
+            bucket: b.name.clone(),
+            start: String::new(),
+            after,
+            end: None,
+            versions: true,
+            limit: LIFECYCLE_PAGE,
+            soft_deleted: false,
+            bucket_gen: b.generation(),
+        };
+        let recs = self.meta.list_objects(&q).await?;
+        let next = (recs.len() == LIFECYCLE_PAGE)
+            .then(|| recs.last().map(|r| (r.name.clone(), r.generation)))
+            .flatten();
+        // Counting newer generations is a query: only for noncurrent generations (a live
+        // one has none) and only when some rule asks.
+        let counts_newer = b.lifecycle.iter().any(|r| r.condition.num_newer_versions.is_some());
+        let mut decisions = vec![];
+        for rec in recs {
+            let newer_count = if counts_newer && rec.time_deleted.is_some() {
+                self.meta
+                    .newer_generations(&rec.bucket, &rec.name, rec.generation)
+                    .await
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            let custom_time = rec
+                .meta
+                .custom_time
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            let subject = Subject {
+                name: &rec.name,
+                storage_class: &rec.storage_class,
+                time_created: rec.time_created,
+                custom_time,
+                noncurrent_since: rec.time_deleted,
+            };
+            let mut newer = || newer_count;
+            if let Some(d) = decide(&b.lifecycle, &subject, now, &mut newer) {
+                decisions.push((rec, d));
+            }
+        }
         let mut events = Vec::with_capacity(decisions.len());
         for (rec, d) in decisions {
             let live = rec.time_deleted.is_none();
@@ -179,7 +183,7 @@ impl Storage {
 
     /// Every bucket that has lifecycle rules, by name.
     pub async fn lifecycle_buckets(&self) -> StorageResult<Vec<Bucket>> {
-        self.blocking(|m| m.buckets_with_lifecycle()).await
+        self.meta.buckets_with_lifecycle().await
     }
 
     /// One full pass over every bucket with rules at `now` (what `clock:advance` runs
@@ -205,7 +209,8 @@ impl Storage {
     /// the events and whether the pass finished (the next call starts a new one).
     pub async fn lifecycle_step(&self, now: DateTime<Utc>, pages: usize) -> StorageResult<(Vec<LifecycleEvent>, bool)> {
         let cursor: LifecycleCursor = self
-            .blocking(|m| m.get_cursor("lifecycle"))
+            .meta
+            .get_cursor("lifecycle")
             .await?
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default();
@@ -224,7 +229,7 @@ impl Storage {
                         bucket: b.name.clone(),
                         after,
                     })?;
-                    self.blocking(move |m| m.put_cursor("lifecycle", Some(&c))).await?;
+                    self.meta.put_cursor("lifecycle", Some(&c)).await?;
                     return Ok((events, false));
                 }
                 let (ev, next) = self.lifecycle_page(b, after.clone(), now, true).await?;
@@ -236,7 +241,7 @@ impl Storage {
                 }
             }
         }
-        self.blocking(|m| m.put_cursor("lifecycle", None)).await?;
+        self.meta.put_cursor("lifecycle", None).await?;
         Ok((events, true))
     }
 }

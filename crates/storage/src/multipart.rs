@@ -122,17 +122,14 @@ impl Storage {
             initiator: initiator.to_owned(),
         };
         let stored = u.clone();
-        self.blocking(move |m| m.put_multipart(&stored)).await?;
+        self.meta.put_multipart(&stored).await?;
         Ok(u)
     }
 
     /// The upload `id`, which must be for `bucket`/`name`.
     pub async fn multipart(&self, id: &str, bucket: &str, name: &str) -> StorageResult<MultipartUpload> {
         let i = id.to_owned();
-        let u = self
-            .blocking(move |m| m.get_multipart(&i))
-            .await?
-            .ok_or_else(|| no_upload(id))?;
+        let u = self.meta.get_multipart(&i).await?.ok_or_else(|| no_upload(id))?;
         if u.bucket != bucket || u.name != name {
             return Err(no_upload(id));
         }
@@ -212,7 +209,7 @@ impl Storage {
             envelope,
         };
         let p = part.clone();
-        match self.blocking(move |m| m.put_part(&p)).await {
+        match self.meta.put_part(&p).await {
             Ok(Some(old)) => self.discard_blob(&old.envelope).await,
             Ok(None) => {}
             Err(e) => {
@@ -226,7 +223,7 @@ impl Storage {
 
     pub async fn list_parts(&self, upload_id: &str, after: u32, limit: usize) -> StorageResult<Vec<Part>> {
         let id = upload_id.to_owned();
-        self.blocking(move |m| m.list_parts(&id, after, limit)).await
+        self.meta.list_parts(&id, after, limit).await
     }
 
     pub async fn list_multipart(
@@ -238,16 +235,13 @@ impl Storage {
     ) -> StorageResult<Vec<MultipartUpload>> {
         self.get_bucket(bucket).await?;
         let (b, p) = (bucket.to_owned(), prefix.to_owned());
-        self.blocking(move |m| m.list_multipart(&b, &p, after, limit)).await
+        self.meta.list_multipart(&b, &p, after, limit).await
     }
 
     /// Removes an upload and the blobs of its parts.
     pub async fn abort_multipart(&self, id: &str) -> StorageResult<()> {
         let i = id.to_owned();
-        let parts = self
-            .blocking(move |m| m.delete_multipart(&i))
-            .await?
-            .ok_or_else(|| no_upload(id))?;
+        let parts = self.meta.delete_multipart(&i).await?.ok_or_else(|| no_upload(id))?;
         for p in parts {
             self.discard_blob(&p.envelope).await;
         }
@@ -257,7 +251,7 @@ impl Storage {
     /// Aborts uploads started before `before` (the sweep, and lifecycle's
     /// AbortIncompleteMultipartUpload). Returns how many.
     pub async fn abort_multipart_before(&self, before: DateTime<Utc>) -> StorageResult<usize> {
-        let ids = self.blocking(move |m| m.multipart_started_before(before)).await?;
+        let ids = self.meta.multipart_started_before(before).await?;
         let mut n = 0;
         for id in ids {
             match self.abort_multipart(&id).await {

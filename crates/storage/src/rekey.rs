@@ -83,12 +83,13 @@ impl Storage {
 
     async fn save_job(&self, job: &RekeyJob) -> StorageResult<()> {
         let j = job.clone();
-        self.blocking(move |m| m.put_rekey_job(&j)).await
+        self.meta.put_rekey_job(&j).await
     }
 
     pub async fn get_rekey_job(&self, name: &str) -> StorageResult<RekeyJob> {
         let n = name.to_owned();
-        self.blocking(move |m| m.get_rekey_job(&n))
+        self.meta
+            .get_rekey_job(&n)
             .await?
             .ok_or_else(|| StorageError::NotFound(format!("Re-key job {name} not found.")))
     }
@@ -129,7 +130,7 @@ impl Storage {
 
     /// Restarts jobs a previous run left RUNNING.
     pub async fn resume_rekey_jobs(self: &Arc<Self>) -> StorageResult<usize> {
-        let jobs = self.blocking(|m| m.running_rekey_jobs()).await?;
+        let jobs = self.meta.running_rekey_jobs().await?;
         let n = jobs.len();
         for j in jobs {
             self.spawn_job(j);
@@ -321,7 +322,7 @@ impl Storage {
             return Ok(outcomes);
         }
         // A failure of the whole transaction fails each of its re-wraps, not the job.
-        let mut results = match self.blocking(move |m| m.update_objects(updates)).await {
+        let mut results = match self.meta.update_objects(updates).await {
             Ok(r) => r.into_iter(),
             Err(e) => {
                 for (_, outcome) in outcomes.iter_mut() {
@@ -380,7 +381,7 @@ impl Storage {
             RekeyMode::Rewrap => RekeyMode::Rewrap,
             RekeyMode::Rewrite => {
                 let (b, n) = (rec.bucket.clone(), rec.name.clone());
-                let live = self.blocking(move |m| m.get_object(&b, &n, None)).await?;
+                let live = self.meta.get_object(&b, &n, None).await?;
                 if live.is_some_and(|l| l.generation == rec.generation) {
                     RekeyMode::Rewrite
                 } else {

@@ -94,7 +94,7 @@ impl Storage {
         };
         let id = session.id.clone();
         let s = session.clone();
-        self.blocking(move |m| m.put_session(&s)).await?;
+        self.meta.put_session(&s).await?;
         Ok(id)
     }
 
@@ -113,7 +113,7 @@ impl Storage {
 
     async fn session(&self, id: &str) -> StorageResult<UploadSession> {
         let i = id.to_owned();
-        self.blocking(move |m| m.get_session(&i)).await?.ok_or_else(|| gone(id))
+        self.meta.get_session(&i).await?.ok_or_else(|| gone(id))
     }
 
     async fn completed(
@@ -281,7 +281,7 @@ impl Storage {
             s.hash_state = hashes.to_state();
             s.persisted = end;
             let sess = s.clone();
-            self.blocking(move |m| m.put_session(&sess)).await?;
+            self.meta.put_session(&sess).await?;
             return Ok(ChunkOutcome::Incomplete { persisted: s.persisted });
         }
         // A session's earlier chunks are files already, so its data never goes inline.
@@ -321,19 +321,19 @@ impl Storage {
         }
         let bucket = self.get_bucket(&s.bucket).await?;
         s.envelope.sealed_hashes = cipher.seal_hashes(crc, Some(md5));
-        let record = self.new_record(&spec, &bucket, s.envelope.clone(), size, None);
+        let record = self.new_record(&spec, &bucket, s.envelope.clone(), size, None).await?;
         let record = match self.commit(&bucket, record, spec.preconditions, s.may_replace).await {
             Ok(r) => r,
             Err(e) => {
                 let id = s.id.clone();
-                self.blocking(move |m| m.delete_session(&id)).await?;
+                self.meta.delete_session(&id).await?;
                 return Err(e);
             }
         };
         s.completed_generation = Some(record.generation);
         s.persisted = size;
         let sess = s.clone();
-        self.blocking(move |m| m.put_session(&sess)).await?;
+        self.meta.put_session(&sess).await?;
         Ok(ChunkOutcome::Complete(
             Box::new(record),
             ObjectHashes {
@@ -346,7 +346,7 @@ impl Storage {
     async fn cancel_resumable_inner(&self, s: &UploadSession) -> StorageResult<()> {
         self.discard_blob(&s.envelope).await;
         let id = s.id.clone();
-        self.blocking(move |m| m.delete_session(&id)).await
+        self.meta.delete_session(&id).await
     }
 
     /// The bucket and object name an upload session writes.

@@ -30,7 +30,8 @@ impl Storage {
     pub async fn get_soft_object(&self, bucket: &str, name: &str, generation: i64) -> StorageResult<ObjectRecord> {
         let b = self.get_bucket(bucket).await?;
         let (bn, n, bg) = (bucket.to_owned(), name.to_owned(), b.generation());
-        self.blocking(move |m| m.get_soft_object(&bn, bg, &n, generation))
+        self.meta
+            .get_soft_object(&bn, bg, &n, generation)
             .await?
             .ok_or_else(|| {
                 StorageError::NotFound(format!(
@@ -55,12 +56,12 @@ impl Storage {
             bucket: bucket.to_owned(),
             name: name.to_owned(),
             generation,
-            new_generation: self.next_generation(),
+            new_generation: self.next_generation().await?,
             now: self.now(),
             pre: *pre,
         };
         let check = replace_check_for(b, spec.now);
-        let (restored, replaced) = self.blocking(move |m| m.restore_object(&spec, check)).await?;
+        let (restored, replaced) = self.meta.restore_object(&spec, check).await?;
         if let Some(r) = replaced {
             self.discard_blob(&r.envelope).await;
         }
@@ -73,9 +74,7 @@ impl Storage {
     pub async fn hard_delete_due(&self, now: DateTime<Utc>) -> StorageResult<Vec<Bucket>> {
         let mut gone_buckets = vec![];
         loop {
-            let (objects, buckets) = self
-                .blocking(move |m| m.take_hard_deletes(now, HARD_DELETE_BATCH))
-                .await?;
+            let (objects, buckets) = self.meta.take_hard_deletes(now, HARD_DELETE_BATCH).await?;
             let more = objects.len() == HARD_DELETE_BATCH;
             for r in &objects {
                 self.discard_blob(&r.envelope).await;
@@ -94,21 +93,19 @@ impl Storage {
 
     pub async fn list_soft_buckets(&self, project: &str, prefix: &str) -> StorageResult<Vec<Bucket>> {
         let (p, x) = (project.to_owned(), prefix.to_owned());
-        self.blocking(move |m| m.list_soft_buckets(&p, &x)).await
+        self.meta.list_soft_buckets(&p, &x).await
     }
 
     pub async fn get_soft_bucket(&self, name: &str, generation: i64) -> StorageResult<Bucket> {
         let n = name.to_owned();
-        self.blocking(move |m| m.get_soft_bucket(&n, generation))
-            .await?
-            .ok_or_else(|| {
-                StorageError::NotFound(format!("No soft-deleted bucket {name} with generation {generation}."))
-            })
+        self.meta.get_soft_bucket(&n, generation).await?.ok_or_else(|| {
+            StorageError::NotFound(format!("No soft-deleted bucket {name} with generation {generation}."))
+        })
     }
 
     pub async fn restore_bucket(&self, name: &str, generation: i64) -> StorageResult<Bucket> {
         let (n, now) = (name.to_owned(), self.now());
-        let b = self.blocking(move |m| m.restore_bucket(&n, generation, now)).await?;
+        let b = self.meta.restore_bucket(&n, generation, now).await?;
         self.forget_bucket(name);
         Ok(b)
     }

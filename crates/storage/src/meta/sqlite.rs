@@ -2,62 +2,16 @@
 //! trait, with SQLite as the embedded implementation. Each mutation is one transaction,
 //! and preconditions are checked inside it, so concurrent writers cannot interleave.
 
-use super::error::{StorageError, StorageResult};
-use super::model::{Bucket, InlineData, ObjectRecord, Preconditions, UploadSession};
+use super::{ListQuery, MetaStore, MoveSpec, ReplaceCheck, RestoreSpec};
+use crate::error::{StorageError, StorageResult};
+use crate::model::{Bucket, InlineData, ObjectRecord, Preconditions, UploadSession};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 
-/// One page of a raw object listing, in (name, generation) order.
-#[derive(Debug, Clone, Default)]
-pub struct ListQuery {
-    pub bucket: String,
-    /// Only names at or after this one.
-    pub start: String,
-    /// Only entries strictly after this (name, generation).
-    pub after: Option<(String, i64)>,
-    /// Only names before this one.
-    pub end: Option<String>,
-    /// Every generation, not only live ones.
-    pub versions: bool,
-    pub limit: usize,
-    /// Soft-deleted generations of bucket incarnation `bucket_gen` instead.
-    pub soft_deleted: bool,
-    pub bucket_gen: i64,
-}
-
-/// An `objects.move` within one bucket.
-#[derive(Debug, Clone)]
-pub struct MoveSpec {
-    pub bucket: String,
-    pub src: String,
-    pub dst: String,
-    /// The destination's new generation number.
-    pub generation: i64,
-    pub now: chrono::DateTime<chrono::Utc>,
-    pub src_pre: Preconditions,
-    pub dst_pre: Preconditions,
-    /// Versioned bucket: a replaced destination stays as noncurrent.
-    pub keep_previous: bool,
-}
-
-/// An `objects.restore`.
-#[derive(Debug, Clone)]
-pub struct RestoreSpec {
-    pub bucket: String,
-    pub name: String,
-    /// The soft-deleted generation.
-    pub generation: i64,
-    pub new_generation: i64,
-    pub now: chrono::DateTime<chrono::Utc>,
-    /// Against the live generation the restore replaces.
-    pub pre: Preconditions,
-}
-
-/// Checked inside the write transaction against the generation about to be replaced or
-/// deleted (holds, retention, permission to replace), so nothing can slip in between.
-pub type ReplaceCheck = Box<dyn Fn(&ObjectRecord) -> StorageResult<()> + Send>;
-
-pub trait MetaStore: Send + Sync {
+/// The SQLite implementation, synchronous; `MetaStore` runs it through
+/// `blocking::scoped` so no runtime worker stalls.
+trait SyncMeta {
     fn insert_bucket(&self, b: &Bucket) -> StorageResult<()>;
     fn get_bucket(&self, name: &str) -> StorageResult<Option<Bucket>>;
     fn list_buckets(
@@ -171,13 +125,13 @@ pub trait MetaStore: Send + Sync {
     fn objects_with_key_version(&self, version: &str) -> StorageResult<Vec<ObjectRecord>>;
     /// Every blob id referenced by an object or a session, with its number of parts.
     fn blob_ids(&self) -> StorageResult<HashMap<String, usize>>;
-    fn put_rekey_job(&self, job: &super::rekey_job::RekeyJob) -> StorageResult<()>;
-    fn get_rekey_job(&self, name: &str) -> StorageResult<Option<super::rekey_job::RekeyJob>>;
-    fn running_rekey_jobs(&self) -> StorageResult<Vec<super::rekey_job::RekeyJob>>;
+    fn put_rekey_job(&self, job: &crate::rekey_job::RekeyJob) -> StorageResult<()>;
+    fn get_rekey_job(&self, name: &str) -> StorageResult<Option<crate::rekey_job::RekeyJob>>;
+    fn running_rekey_jobs(&self) -> StorageResult<Vec<crate::rekey_job::RekeyJob>>;
     fn max_generation(&self) -> StorageResult<i64>;
     /// XML API multipart uploads and their parts (`storage::multipart`).
-    fn put_multipart(&self, u: &super::multipart::MultipartUpload) -> StorageResult<()>;
-    fn get_multipart(&self, id: &str) -> StorageResult<Option<super::multipart::MultipartUpload>>;
+    fn put_multipart(&self, u: &crate::multipart::MultipartUpload) -> StorageResult<()>;
+    fn get_multipart(&self, id: &str) -> StorageResult<Option<crate::multipart::MultipartUpload>>;
     /// Uploads of a bucket by (name, id) after `after`, names starting with `prefix`.
     fn list_multipart(
         &self,
@@ -185,13 +139,13 @@ pub trait MetaStore: Send + Sync {
         prefix: &str,
         after: Option<(String, String)>,
         limit: usize,
-    ) -> StorageResult<Vec<super::multipart::MultipartUpload>>;
+    ) -> StorageResult<Vec<crate::multipart::MultipartUpload>>;
     /// Stores a part, returning the one it replaced. Fails if the upload is gone.
-    fn put_part(&self, p: &super::multipart::Part) -> StorageResult<Option<super::multipart::Part>>;
-    fn list_parts(&self, upload_id: &str, after: u32, limit: usize) -> StorageResult<Vec<super::multipart::Part>>;
+    fn put_part(&self, p: &crate::multipart::Part) -> StorageResult<Option<crate::multipart::Part>>;
+    fn list_parts(&self, upload_id: &str, after: u32, limit: usize) -> StorageResult<Vec<crate::multipart::Part>>;
     /// Removes an upload and its parts, returning the parts (their blobs are the
     /// caller's to delete). `None` if there was no such upload.
-    fn delete_multipart(&self, id: &str) -> StorageResult<Option<Vec<super::multipart::Part>>>;
+    fn delete_multipart(&self, id: &str) -> StorageResult<Option<Vec<crate::multipart::Part>>>;
     /// Ids of uploads started before `before`.
     fn multipart_started_before(&self, before: chrono::DateTime<chrono::Utc>) -> StorageResult<Vec<String>>;
 }
@@ -199,6 +153,7 @@ pub trait MetaStore: Send + Sync {
 pub struct SqliteMetaStore {
     writer: sealstore_core::db::GroupWriter,
     readers: sealstore_core::db::ReadPool,
+    last_generation: AtomicI64,
 }
 
 const SCHEMA: &str = "
@@ -225,16 +180,20 @@ impl SqliteMetaStore {
     pub fn open(path: &std::path::Path) -> StorageResult<Self> {
         let w = sealstore_core::db::open(path)?;
         w.execute_batch(SCHEMA)?;
-        w.execute_batch(super::soft_store::SCHEMA)?;
+        w.execute_batch(super::sqlite_soft::SCHEMA)?;
         add_data_column(&w)?;
         let writer = sealstore_core::db::GroupWriter::start(w, "meta").map_err(StorageError::internal)?;
         let readers = (0..4)
             .map(|_| sealstore_core::db::open(path))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
+        let store = Self {
             writer,
             readers: sealstore_core::db::ReadPool::new(readers),
-        })
+            last_generation: AtomicI64::new(0),
+        };
+        let last = SyncMeta::max_generation(&store)?;
+        store.last_generation.store(last, Ordering::SeqCst);
+        Ok(store)
     }
 
     fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -296,7 +255,7 @@ fn replace_live(
         archive_row(c, old, now)?;
         Ok(None)
     } else {
-        super::soft_store::remove_generation(c, bucket, old, now)
+        super::sqlite_soft::remove_generation(c, bucket, old, now)
     }
 }
 
@@ -398,7 +357,7 @@ fn generation_doc(c: &Connection, bucket: &str, name: &str, generation: i64) -> 
     Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
 }
 
-impl MetaStore for SqliteMetaStore {
+impl SyncMeta for SqliteMetaStore {
     fn insert_bucket(&self, b: &Bucket) -> StorageResult<()> {
         let b = b.clone();
         self.write(move |c| {
@@ -488,7 +447,7 @@ impl MetaStore for SqliteMetaStore {
                     "The bucket you tried to delete is not empty: {name}"
                 )));
             }
-            super::soft_store::delete_bucket(c, &b, now)
+            super::sqlite_soft::delete_bucket(c, &b, now)
         })
     }
 
@@ -507,7 +466,7 @@ impl MetaStore for SqliteMetaStore {
     fn list_objects(&self, q: &ListQuery) -> StorageResult<Vec<ObjectRecord>> {
         let conn = self.read();
         if q.soft_deleted {
-            return super::soft_store::list(&conn, q);
+            return super::sqlite_soft::list(&conn, q);
         }
         let (after_name, after_gen) = q.after.clone().unwrap_or_default();
         let has_after = q.after.is_some();
@@ -552,7 +511,7 @@ impl MetaStore for SqliteMetaStore {
         name: &str,
         generation: i64,
     ) -> StorageResult<Option<ObjectRecord>> {
-        super::soft_store::get(&self.read(), bucket, bucket_gen, name, generation)
+        super::sqlite_soft::get(&self.read(), bucket, bucket_gen, name, generation)
     }
 
     fn restore_object(
@@ -565,7 +524,7 @@ impl MetaStore for SqliteMetaStore {
             let bucket = bucket_doc(c, &spec.bucket)?.ok_or_else(|| {
                 StorageError::NotFound(format!("The specified bucket does not exist: {}", spec.bucket))
             })?;
-            let soft = super::soft_store::get(c, &spec.bucket, bucket.generation(), &spec.name, spec.generation)?
+            let soft = super::sqlite_soft::get(c, &spec.bucket, bucket.generation(), &spec.name, spec.generation)?
                 .ok_or_else(|| {
                     StorageError::NotFound(format!(
                         "No soft-deleted object {}/{} with generation {}.",
@@ -583,7 +542,7 @@ impl MetaStore for SqliteMetaStore {
                 None => None,
             };
             let restored =
-                super::soft_store::restore_row(c, &soft, bucket.generation(), spec.new_generation, spec.now)?;
+                super::sqlite_soft::restore_row(c, &soft, bucket.generation(), spec.new_generation, spec.now)?;
             Ok((restored, replaced))
         })
     }
@@ -594,23 +553,23 @@ impl MetaStore for SqliteMetaStore {
         limit: usize,
     ) -> StorageResult<(Vec<ObjectRecord>, Vec<(Bucket, Vec<ObjectRecord>)>)> {
         self.write(move |c| {
-            let objects = super::soft_store::take_due(c, now, limit)?;
-            let buckets = super::soft_store::take_due_buckets(c, now)?;
+            let objects = super::sqlite_soft::take_due(c, now, limit)?;
+            let buckets = super::sqlite_soft::take_due_buckets(c, now)?;
             Ok((objects, buckets))
         })
     }
 
     fn get_soft_bucket(&self, name: &str, generation: i64) -> StorageResult<Option<Bucket>> {
-        super::soft_store::get_bucket(&self.read(), name, generation)
+        super::sqlite_soft::get_bucket(&self.read(), name, generation)
     }
 
     fn list_soft_buckets(&self, project: &str, prefix: &str) -> StorageResult<Vec<Bucket>> {
-        super::soft_store::list_buckets(&self.read(), project, prefix)
+        super::sqlite_soft::list_buckets(&self.read(), project, prefix)
     }
 
     fn restore_bucket(&self, name: &str, generation: i64, now: chrono::DateTime<chrono::Utc>) -> StorageResult<Bucket> {
         let name = name.to_owned();
-        self.write(move |c| super::soft_store::restore_bucket(c, &name, generation, now))
+        self.write(move |c| super::sqlite_soft::restore_bucket(c, &name, generation, now))
     }
 
     fn newer_generations(&self, bucket: &str, name: &str, generation: i64) -> StorageResult<u64> {
@@ -728,7 +687,7 @@ impl MetaStore for SqliteMetaStore {
                 return Ok(None);
             }
             let b = bucket_doc(c, &bucket)?.ok_or_else(|| not_found_object(&bucket, &name))?;
-            super::soft_store::remove_generation(c, &b, &target, now)
+            super::sqlite_soft::remove_generation(c, &b, &target, now)
         })
     }
 
@@ -857,7 +816,7 @@ impl MetaStore for SqliteMetaStore {
         Ok(out)
     }
 
-    fn put_rekey_job(&self, job: &super::rekey_job::RekeyJob) -> StorageResult<()> {
+    fn put_rekey_job(&self, job: &crate::rekey_job::RekeyJob) -> StorageResult<()> {
         let job = job.clone();
         self.write(move |c| {
             c.execute(
@@ -869,7 +828,7 @@ impl MetaStore for SqliteMetaStore {
         })
     }
 
-    fn get_rekey_job(&self, name: &str) -> StorageResult<Option<super::rekey_job::RekeyJob>> {
+    fn get_rekey_job(&self, name: &str) -> StorageResult<Option<crate::rekey_job::RekeyJob>> {
         let doc: Option<String> = self
             .read()
             .query_row("SELECT doc FROM rekey_jobs WHERE name = ?1", [name], |r| r.get(0))
@@ -877,7 +836,7 @@ impl MetaStore for SqliteMetaStore {
         Ok(doc.map(|d| serde_json::from_str(&d)).transpose()?)
     }
 
-    fn running_rekey_jobs(&self) -> StorageResult<Vec<super::rekey_job::RekeyJob>> {
+    fn running_rekey_jobs(&self) -> StorageResult<Vec<crate::rekey_job::RekeyJob>> {
         let conn = self.read();
         let mut stmt = conn.prepare("SELECT doc FROM rekey_jobs WHERE state = 'Running'")?;
         let mut out = vec![];
@@ -907,7 +866,7 @@ impl MetaStore for SqliteMetaStore {
         Ok(out)
     }
 
-    fn put_multipart(&self, u: &super::multipart::MultipartUpload) -> StorageResult<()> {
+    fn put_multipart(&self, u: &crate::multipart::MultipartUpload) -> StorageResult<()> {
         let u = u.clone();
         self.write(move |c| {
             c.execute(
@@ -924,7 +883,7 @@ impl MetaStore for SqliteMetaStore {
         })
     }
 
-    fn get_multipart(&self, id: &str) -> StorageResult<Option<super::multipart::MultipartUpload>> {
+    fn get_multipart(&self, id: &str) -> StorageResult<Option<crate::multipart::MultipartUpload>> {
         let doc: Option<String> = self
             .read()
             .query_row("SELECT doc FROM multipart_uploads WHERE id = ?1", [id], |r| r.get(0))
@@ -938,7 +897,7 @@ impl MetaStore for SqliteMetaStore {
         prefix: &str,
         after: Option<(String, String)>,
         limit: usize,
-    ) -> StorageResult<Vec<super::multipart::MultipartUpload>> {
+    ) -> StorageResult<Vec<crate::multipart::MultipartUpload>> {
         let conn = self.read();
         let (an, ai) = after.unwrap_or_default();
         let mut stmt = conn.prepare(
@@ -948,7 +907,7 @@ impl MetaStore for SqliteMetaStore {
         let rows = stmt.query_map(params![bucket, prefix, an, ai, limit as i64], |r| r.get::<_, String>(0))?;
         let mut out = vec![];
         for doc in rows {
-            let u: super::multipart::MultipartUpload = serde_json::from_str(&doc?)?;
+            let u: crate::multipart::MultipartUpload = serde_json::from_str(&doc?)?;
             if !u.name.starts_with(prefix) {
                 break;
             }
@@ -957,7 +916,7 @@ impl MetaStore for SqliteMetaStore {
         Ok(out)
     }
 
-    fn put_part(&self, p: &super::multipart::Part) -> StorageResult<Option<super::multipart::Part>> {
+    fn put_part(&self, p: &crate::multipart::Part) -> StorageResult<Option<crate::multipart::Part>> {
         let p = p.clone();
         self.write(move |c| {
             let exists: Option<i64> = c
@@ -992,7 +951,7 @@ impl MetaStore for SqliteMetaStore {
         })
     }
 
-    fn list_parts(&self, upload_id: &str, after: u32, limit: usize) -> StorageResult<Vec<super::multipart::Part>> {
+    fn list_parts(&self, upload_id: &str, after: u32, limit: usize) -> StorageResult<Vec<crate::multipart::Part>> {
         let conn = self.read();
         let mut stmt = conn.prepare(
             "SELECT doc FROM multipart_parts WHERE upload_id = ?1 AND part_number > ?2 ORDER BY part_number LIMIT ?3",
@@ -1005,7 +964,7 @@ impl MetaStore for SqliteMetaStore {
         Ok(out)
     }
 
-    fn delete_multipart(&self, id: &str) -> StorageResult<Option<Vec<super::multipart::Part>>> {
+    fn delete_multipart(&self, id: &str) -> StorageResult<Option<Vec<crate::multipart::Part>>> {
         let id = id.to_owned();
         self.write(move |c| {
             let n = c.execute("DELETE FROM multipart_uploads WHERE id = ?1", [&id])?;
@@ -1043,6 +1002,263 @@ impl MetaStore for SqliteMetaStore {
     }
 }
 
+#[async_trait::async_trait]
+impl MetaStore for SqliteMetaStore {
+    async fn insert_bucket(&self, b: &Bucket) -> StorageResult<()> {
+        sealstore_core::blocking::scoped(|| SyncMeta::insert_bucket(self, b))
+    }
+
+    async fn get_bucket(&self, name: &str) -> StorageResult<Option<Bucket>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::get_bucket(self, name))
+    }
+
+    async fn list_buckets(
+        &self,
+        project: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Bucket>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::list_buckets(self, project, prefix, after, limit))
+    }
+
+    async fn update_bucket(&self, b: &Bucket, expected: i64) -> StorageResult<()> {
+        sealstore_core::blocking::scoped(|| SyncMeta::update_bucket(self, b, expected))
+    }
+
+    async fn delete_bucket(
+        &self,
+        name: &str,
+        if_metageneration_match: Option<i64>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> StorageResult<Vec<ObjectRecord>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::delete_bucket(self, name, if_metageneration_match, now))
+    }
+
+    async fn get_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: Option<i64>,
+    ) -> StorageResult<Option<ObjectRecord>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::get_object(self, bucket, name, generation))
+    }
+
+    async fn list_objects(&self, q: &ListQuery) -> StorageResult<Vec<ObjectRecord>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::list_objects(self, q))
+    }
+
+    async fn commit_object(
+        &self,
+        rec: &ObjectRecord,
+        pre: &Preconditions,
+        keep_previous: bool,
+        check: ReplaceCheck,
+    ) -> StorageResult<Option<ObjectRecord>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::commit_object(self, rec, pre, keep_previous, check))
+    }
+
+    async fn update_object(&self, rec: &ObjectRecord, expected: i64) -> StorageResult<()> {
+        sealstore_core::blocking::scoped(|| SyncMeta::update_object(self, rec, expected))
+    }
+
+    async fn update_objects(&self, updates: Vec<(ObjectRecord, i64)>) -> StorageResult<Vec<StorageResult<()>>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::update_objects(self, updates))
+    }
+
+    async fn delete_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: Option<i64>,
+        pre: &Preconditions,
+        archive: bool,
+        check: ReplaceCheck,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> StorageResult<Option<ObjectRecord>> {
+        sealstore_core::blocking::scoped(|| {
+            SyncMeta::delete_object(self, bucket, name, generation, pre, archive, check, now)
+        })
+    }
+
+    async fn get_soft_object(
+        &self,
+        bucket: &str,
+        bucket_gen: i64,
+        name: &str,
+        generation: i64,
+    ) -> StorageResult<Option<ObjectRecord>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::get_soft_object(self, bucket, bucket_gen, name, generation))
+    }
+
+    async fn restore_object(
+        &self,
+        spec: &RestoreSpec,
+        check: ReplaceCheck,
+    ) -> StorageResult<(ObjectRecord, Option<ObjectRecord>)> {
+        sealstore_core::blocking::scoped(|| SyncMeta::restore_object(self, spec, check))
+    }
+
+    async fn take_hard_deletes(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> StorageResult<(Vec<ObjectRecord>, Vec<(Bucket, Vec<ObjectRecord>)>)> {
+        sealstore_core::blocking::scoped(|| SyncMeta::take_hard_deletes(self, now, limit))
+    }
+
+    async fn get_soft_bucket(&self, name: &str, generation: i64) -> StorageResult<Option<Bucket>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::get_soft_bucket(self, name, generation))
+    }
+
+    async fn list_soft_buckets(&self, project: &str, prefix: &str) -> StorageResult<Vec<Bucket>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::list_soft_buckets(self, project, prefix))
+    }
+
+    async fn restore_bucket(
+        &self,
+        name: &str,
+        generation: i64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> StorageResult<Bucket> {
+        sealstore_core::blocking::scoped(|| SyncMeta::restore_bucket(self, name, generation, now))
+    }
+
+    async fn newer_generations(&self, bucket: &str, name: &str, generation: i64) -> StorageResult<u64> {
+        sealstore_core::blocking::scoped(|| SyncMeta::newer_generations(self, bucket, name, generation))
+    }
+
+    async fn buckets_with_lifecycle(&self) -> StorageResult<Vec<Bucket>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::buckets_with_lifecycle(self))
+    }
+
+    async fn get_cursor(&self, worker: &str) -> StorageResult<Option<String>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::get_cursor(self, worker))
+    }
+
+    async fn put_cursor(&self, worker: &str, cursor: Option<&str>) -> StorageResult<()> {
+        sealstore_core::blocking::scoped(|| SyncMeta::put_cursor(self, worker, cursor))
+    }
+
+    async fn move_object(
+        &self,
+        mv: &MoveSpec,
+        src_check: ReplaceCheck,
+        dst_check: ReplaceCheck,
+    ) -> StorageResult<(ObjectRecord, Option<ObjectRecord>)> {
+        sealstore_core::blocking::scoped(|| SyncMeta::move_object(self, mv, src_check, dst_check))
+    }
+
+    async fn put_session(&self, s: &UploadSession) -> StorageResult<()> {
+        sealstore_core::blocking::scoped(|| SyncMeta::put_session(self, s))
+    }
+
+    async fn get_session(&self, id: &str) -> StorageResult<Option<UploadSession>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::get_session(self, id))
+    }
+
+    async fn delete_session(&self, id: &str) -> StorageResult<()> {
+        sealstore_core::blocking::scoped(|| SyncMeta::delete_session(self, id))
+    }
+
+    async fn count_sessions(&self) -> StorageResult<u64> {
+        sealstore_core::blocking::scoped(|| SyncMeta::count_sessions(self))
+    }
+
+    async fn ping(&self) -> StorageResult<()> {
+        sealstore_core::blocking::scoped(|| SyncMeta::ping(self))
+    }
+
+    async fn objects_by_key(
+        &self,
+        bucket: &str,
+        lo: &str,
+        hi: &str,
+        after: Option<(String, i64)>,
+        limit: usize,
+    ) -> StorageResult<Vec<ObjectRecord>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::objects_by_key(self, bucket, lo, hi, after, limit))
+    }
+
+    async fn objects_with_key_version(&self, version: &str) -> StorageResult<Vec<ObjectRecord>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::objects_with_key_version(self, version))
+    }
+
+    async fn blob_ids(&self) -> StorageResult<HashMap<String, usize>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::blob_ids(self))
+    }
+
+    async fn put_rekey_job(&self, job: &crate::rekey_job::RekeyJob) -> StorageResult<()> {
+        sealstore_core::blocking::scoped(|| SyncMeta::put_rekey_job(self, job))
+    }
+
+    async fn get_rekey_job(&self, name: &str) -> StorageResult<Option<crate::rekey_job::RekeyJob>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::get_rekey_job(self, name))
+    }
+
+    async fn running_rekey_jobs(&self) -> StorageResult<Vec<crate::rekey_job::RekeyJob>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::running_rekey_jobs(self))
+    }
+
+    async fn put_multipart(&self, u: &crate::multipart::MultipartUpload) -> StorageResult<()> {
+        sealstore_core::blocking::scoped(|| SyncMeta::put_multipart(self, u))
+    }
+
+    async fn get_multipart(&self, id: &str) -> StorageResult<Option<crate::multipart::MultipartUpload>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::get_multipart(self, id))
+    }
+
+    async fn list_multipart(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> StorageResult<Vec<crate::multipart::MultipartUpload>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::list_multipart(self, bucket, prefix, after, limit))
+    }
+
+    async fn put_part(&self, p: &crate::multipart::Part) -> StorageResult<Option<crate::multipart::Part>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::put_part(self, p))
+    }
+
+    async fn list_parts(
+        &self,
+        upload_id: &str,
+        after: u32,
+        limit: usize,
+    ) -> StorageResult<Vec<crate::multipart::Part>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::list_parts(self, upload_id, after, limit))
+    }
+
+    async fn delete_multipart(&self, id: &str) -> StorageResult<Option<Vec<crate::multipart::Part>>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::delete_multipart(self, id))
+    }
+
+    async fn multipart_started_before(&self, before: chrono::DateTime<chrono::Utc>) -> StorageResult<Vec<String>> {
+        sealstore_core::blocking::scoped(|| SyncMeta::multipart_started_before(self, before))
+    }
+
+    async fn next_generation(&self, now_micros: i64) -> StorageResult<i64> {
+        // One process owns a SQLite store, so an atomic seeded from the database at
+        // open is enough: no query per write.
+        let mut prev = self.last_generation.load(Ordering::SeqCst);
+        loop {
+            let next = now_micros.max(
+                prev.checked_add(1)
+                    .ok_or_else(|| StorageError::internal("generation overflow"))?,
+            );
+            match self
+                .last_generation
+                .compare_exchange(prev, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return Ok(next),
+                Err(p) => prev = p,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1063,7 +1279,7 @@ mod tests {
         .unwrap();
         drop(c);
         let store = SqliteMetaStore::open(&path).unwrap();
-        assert!(store.get_object("b", "o", None).unwrap().is_none());
+        assert!(SyncMeta::get_object(&store, "b", "o", None).unwrap().is_none());
         let has: bool = store
             .read()
             .prepare("SELECT 1 FROM pragma_table_info('objects') WHERE name = 'data'")

@@ -5,8 +5,8 @@
 //! the creation time in microseconds), so a new bucket of the same name never sees an
 //! older one's soft-deleted objects.
 
-use super::error::{StorageError, StorageResult};
-use super::model::{Bucket, ObjectRecord};
+use crate::error::{StorageError, StorageResult};
+use crate::model::{Bucket, ObjectRecord};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -87,12 +87,12 @@ pub fn get(
         )?
         .query_row(params![bucket, bucket_gen, name, generation], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    row.map(|(doc, data)| super::meta::record_with_data(doc, data))
+    row.map(|(doc, data)| super::sqlite::record_with_data(doc, data))
         .transpose()
 }
 
 /// One page of soft-deleted generations in (name, generation) order.
-pub fn list(c: &Connection, q: &super::meta::ListQuery) -> StorageResult<Vec<ObjectRecord>> {
+pub fn list(c: &Connection, q: &super::ListQuery) -> StorageResult<Vec<ObjectRecord>> {
     let (after_name, after_gen) = q.after.clone().unwrap_or_default();
     let mut stmt = c.prepare_cached(
         "SELECT doc FROM soft_objects WHERE bucket = ?1 AND bucket_gen = ?8 AND name >= ?2
