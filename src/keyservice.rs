@@ -29,6 +29,7 @@ fn key_error(e: KmsError, key: &str) -> KeyError {
         KmsError::InvalidArgument(_) | KmsError::FailedPrecondition(_) => KeyError::Bad(key.to_owned()),
         KmsError::PermissionDenied(_) => KeyError::PermissionDenied,
         KmsError::ResourceExhausted(m) => KeyError::Exhausted(m),
+        KmsError::Unavailable(m) | KmsError::Aborted(m) => KeyError::Unavailable(m),
         KmsError::DecryptionFailed => KeyError::Internal(format!("a data key wrapped by {key} failed to unwrap")),
         KmsError::AlreadyExists(m) | KmsError::Unimplemented(m) | KmsError::Internal(m) => KeyError::Internal(m),
     }

@@ -122,6 +122,8 @@ impl From<KmsError> for RpcError {
             KmsError::Unimplemented(_) => Self::new(Code::Unimplemented, message),
             KmsError::ResourceExhausted(_) => Self::new(Code::ResourceExhausted, message),
             KmsError::PermissionDenied(_) => Self::new(Code::PermissionDenied, message),
+            KmsError::Aborted(_) => Self::new(Code::Aborted, message),
+            KmsError::Unavailable(_) => Self::new(Code::Unavailable, message),
             KmsError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal KMS error");
                 Self::new(Code::Internal, "Internal error.")

@@ -80,6 +80,17 @@ pub fn wait<F: std::future::Future>(fut: F) -> Result<F::Output, WaitError> {
     }
 }
 
+/// Waits for `fut` on the runtime `h` (the one a database pool was made in, so the
+/// driver's connection tasks live there and not in a throwaway runtime), from any
+/// synchronous context: a runtime worker (handed off first), the blocking pool, or a
+/// plain thread. Refused on a current-thread runtime's own thread, which would deadlock.
+pub fn wait_on<F: std::future::Future>(h: &tokio::runtime::Handle, fut: F) -> Result<F::Output, WaitError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(cur) if cur.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread => Err(WaitError),
+        _ => Ok(tokio::task::block_in_place(|| h.block_on(fut))),
+    }
+}
+
 /// `wait` was called on a current-thread runtime's own thread.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot wait for async work on a current-thread runtime's own thread")]

@@ -9,12 +9,13 @@ use super::material::{Material, SignInput, spki_pem};
 use super::model::{CryptoKey, CryptoKeyVersion, ImportJob, KeyRing};
 use super::names::{CryptoKeyName, ImportJobName, KeyRingName, LocationName, VersionName};
 use super::seal::Sealer;
-use super::store::{KmsStore, Sealed, Write};
+use super::store::{KmsStore, Sealed, StoreError, Write};
 use super::types::{Algorithm, ProtectionLevel, Purpose, VersionState};
 use chrono::{DateTime, TimeDelta, Utc};
 use sealstore_core::clock::Clock;
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -78,6 +79,11 @@ pub(super) struct Inner {
     generation_started: std::sync::Once,
     quota: Mutex<Option<Quota>>,
     events: RwLock<Option<Arc<dyn EventSink>>>,
+    /// The store epoch `state` reflects (`store.rs`).
+    pub(super) epoch: AtomicI64,
+    pub(super) started: std::time::Instant,
+    /// When `state` was last confirmed current, in ms since `started`.
+    pub(super) validated_ms: AtomicU64,
 }
 
 /// A per-project token bucket on encrypt/decrypt requests (Cloud KMS quotas).
@@ -208,8 +214,8 @@ fn check_rotation(
 impl Kms {
     /// Builds the core from what the store holds, unsealing every live version's
     /// material, and resumes any generation a previous run left unfinished.
-    pub fn open(store: Arc<dyn KmsStore>, sealer: Sealer, clock: Arc<dyn Clock>) -> KmsResult<Self> {
-        let snap = store.load()?;
+    /// The in-memory state a snapshot describes, with every live secret unsealed.
+    pub(super) fn state_from(snap: super::store::Snapshot, sealer: &Sealer) -> KmsResult<State> {
         let mut state = State::default();
         for kr in snap.key_rings {
             state.key_rings.insert(kr.name.to_string(), kr);
@@ -257,6 +263,13 @@ impl Kms {
         for o in snap.operations {
             state.operations.insert(o.name.clone(), o);
         }
+        Ok(state)
+    }
+
+    pub fn open(store: Arc<dyn KmsStore>, sealer: Sealer, clock: Arc<dyn Clock>) -> KmsResult<Self> {
+        let snap = store.load()?;
+        let epoch = snap.epoch;
+        let state = Self::state_from(snap, &sealer)?;
         let kms = Self {
             inner: Arc::new(Inner {
                 state: RwLock::new(state),
@@ -271,8 +284,12 @@ impl Kms {
                 generation_started: std::sync::Once::new(),
                 quota: Mutex::new(None),
                 events: RwLock::new(None),
+                epoch: AtomicI64::new(epoch),
+                started: std::time::Instant::now(),
+                validated_ms: AtomicU64::new(0),
             }),
         };
+        kms.start_refresher();
         kms.resume_pending_generation();
         if kms
             .read()
@@ -339,16 +356,33 @@ impl Kms {
         self.inner.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The state for a mutation, first brought up to date with the store, so checks
+    /// run against what every process has committed; `commit` then refuses the write
+    /// if another process committed in between (ABORTED, retryable).
     pub(super) fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.inner.state.write().unwrap_or_else(|e| e.into_inner())
+        let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
+        self.refresh_locked(&mut state);
+        state
     }
 
     pub(super) fn sealer(&self) -> &Sealer {
         &self.inner.sealer
     }
 
+    /// Persists `writes` (the caller holds the write lock from `write`).
     pub(super) fn commit(&self, writes: &[Write<'_>]) -> KmsResult<()> {
-        Ok(self.inner.store.commit(writes)?)
+        let expected = self.inner.epoch.load(Ordering::SeqCst);
+        match self.inner.store.commit(writes, expected) {
+            Ok(epoch) => {
+                self.inner.epoch.store(epoch, Ordering::SeqCst);
+                self.mark_validated();
+                Ok(())
+            }
+            Err(StoreError::Stale) => Err(KmsError::Aborted(
+                "The key ring's state was changed concurrently by another gateway; retry the request.".into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 
     // ---- key rings -------------------------------------------------------------
@@ -1028,6 +1062,7 @@ impl Kms {
         plaintext: &[u8],
         aad: &[u8],
     ) -> KmsResult<EncryptOutput> {
+        self.fresh()?;
         self.take_quota(&key_name.key_ring.project)?;
         let (material, level, id) = {
             let state = self.read();
@@ -1068,6 +1103,7 @@ impl Kms {
                 MAX_SOFTWARE_INPUT + ciphertext::OVERHEAD
             )));
         }
+        self.fresh()?;
         self.take_quota(&key_name.key_ring.project)?;
         let (material, level, used_primary) = {
             let state = self.read();
@@ -1095,6 +1131,7 @@ impl Kms {
     }
 
     fn version_material(&self, name: &VersionName, purpose: Purpose) -> KmsResult<(Arc<Material>, ProtectionLevel)> {
+        self.fresh()?;
         let state = self.read();
         let entry = Self::key_entry(&state, &name.key)?;
         if entry.key.purpose != purpose {
@@ -1144,6 +1181,7 @@ impl Kms {
     }
 
     pub fn get_public_key(&self, name: &VersionName) -> KmsResult<PublicKeyOutput> {
+        self.fresh()?;
         let state = self.read();
         let entry = Self::key_entry(&state, &name.key)?;
         if !entry.key.algorithm.is_asymmetric() {

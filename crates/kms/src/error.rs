@@ -27,6 +27,12 @@ pub enum KmsError {
     ResourceExhausted(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// A concurrent change by another process (retryable).
+    #[error("{0}")]
+    Aborted(String),
+    /// The database cannot be reached, or the state cannot be confirmed (retryable).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -43,6 +49,8 @@ impl KmsError {
             KmsError::Unimplemented(_) => "UNIMPLEMENTED",
             KmsError::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",
             KmsError::PermissionDenied(_) => "PERMISSION_DENIED",
+            KmsError::Aborted(_) => "ABORTED",
+            KmsError::Unavailable(_) => "UNAVAILABLE",
             KmsError::Internal(_) => "INTERNAL",
         }
     }
@@ -50,7 +58,11 @@ impl KmsError {
 
 impl From<super::store::StoreError> for KmsError {
     fn from(e: super::store::StoreError) -> Self {
-        KmsError::Internal(e.to_string())
+        if e.is_unavailable() {
+            KmsError::Unavailable("The key manager's database is unreachable; retry later.".into())
+        } else {
+            KmsError::Internal(e.to_string())
+        }
     }
 }
 

@@ -5,6 +5,7 @@ mod ciphertext;
 mod core;
 mod deletion;
 pub mod error;
+pub mod freshness;
 mod import;
 pub mod listing;
 pub mod material;

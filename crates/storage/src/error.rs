@@ -17,6 +17,9 @@ pub enum KeyError {
     PermissionDenied,
     #[error("Cloud KMS quota exceeded: {0}")]
     Exhausted(String),
+    /// The key manager cannot serve now (its database is unreachable); retryable.
+    #[error("Cloud KMS is unavailable: {0}")]
+    Unavailable(String),
     #[error("key service failure: {0}")]
     Internal(String),
 }

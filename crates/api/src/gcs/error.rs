@@ -63,6 +63,7 @@ impl From<StorageError> for GcsError {
                 KeyError::Bad(_) => Self::new(StatusCode::BAD_REQUEST, "invalid", message),
                 KeyError::PermissionDenied => Self::new(StatusCode::FORBIDDEN, "forbidden", message),
                 KeyError::Exhausted(_) => Self::new(StatusCode::TOO_MANY_REQUESTS, "rateLimitExceeded", message),
+                KeyError::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "backendError", message),
                 KeyError::Internal(detail) => {
                     tracing::error!(error = %detail, "key service failure");
                     Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internalError", "Internal error.")

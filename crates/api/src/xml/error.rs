@@ -150,6 +150,7 @@ impl From<StorageError> for S3Error {
                 KeyError::Bad(_) => Self::invalid(message),
                 KeyError::PermissionDenied => Self::access_denied(message),
                 KeyError::Exhausted(_) => Self::new(503, "SlowDown", message),
+                KeyError::Unavailable(_) => Self::new(503, "ServiceUnavailable", message),
                 KeyError::Internal(detail) => {
                     tracing::error!(error = %detail, "key service failure");
                     Self::new(

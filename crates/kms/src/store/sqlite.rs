@@ -1,57 +1,8 @@
-//! Persistence of KMS resources. The core keeps everything in memory and writes
-//! through this trait; each mutation is one atomic `commit`.
+//! KMS state in the embedded SQLite database (the default data dir).
 
-use super::model::{CryptoKey, CryptoKeyVersion, ImportJob, KeyRing, Operation, RetiredResource};
+use super::{KmsStore, Sealed, Snapshot, StoreError, Write};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::Mutex;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("kms store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("kms store: corrupt record: {0}")]
-    Corrupt(#[from] serde_json::Error),
-}
-
-/// What to do with a record's sealed secret (version material, import-job private key).
-#[derive(Debug, Clone, Copy)]
-pub enum Sealed<'a> {
-    Keep,
-    Set(&'a [u8]),
-    Erase,
-}
-
-#[derive(Debug)]
-pub enum Write<'a> {
-    KeyRing(&'a KeyRing),
-    Key(&'a CryptoKey),
-    Version(&'a CryptoKeyVersion, Sealed<'a>),
-    ImportJob(&'a ImportJob, Sealed<'a>),
-    /// Removes a key record (its versions are removed by their own writes).
-    DeleteKey(&'a str),
-    /// Removes a version record and its sealed material.
-    DeleteVersion(&'a str),
-    Retired(&'a RetiredResource),
-    Operation(&'a Operation),
-}
-
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    pub key_rings: Vec<KeyRing>,
-    pub keys: Vec<CryptoKey>,
-    pub versions: Vec<(CryptoKeyVersion, Option<Vec<u8>>)>,
-    pub import_jobs: Vec<(ImportJob, Option<Vec<u8>>)>,
-    pub retired: Vec<RetiredResource>,
-    pub operations: Vec<Operation>,
-}
-
-pub trait KmsStore: Send + Sync {
-    fn load(&self) -> Result<Snapshot, StoreError>;
-    /// Applies every write in one transaction: all or nothing.
-    fn commit(&self, writes: &[Write<'_>]) -> Result<(), StoreError>;
-    /// Reads a record's sealed secret back (tests use it to prove erasure).
-    fn sealed_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
-}
 
 pub struct SqliteKmsStore {
     conn: Mutex<Connection>,
@@ -64,7 +15,14 @@ CREATE TABLE IF NOT EXISTS kms_versions (name TEXT PRIMARY KEY, doc TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS kms_import_jobs (name TEXT PRIMARY KEY, doc TEXT NOT NULL, sealed BLOB);
 CREATE TABLE IF NOT EXISTS kms_retired (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS kms_operations (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kms_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), v INTEGER NOT NULL);
+INSERT OR IGNORE INTO kms_epoch (id, v) VALUES (1, 0);
 ";
+
+fn epoch_of(c: &Connection) -> rusqlite::Result<i64> {
+    c.prepare_cached("SELECT v FROM kms_epoch WHERE id = 1")?
+        .query_row([], |r| r.get(0))
+}
 
 impl SqliteKmsStore {
     pub fn new(conn: Connection) -> Result<Self, StoreError> {
@@ -113,8 +71,13 @@ fn upsert_sealed(
 
 impl KmsStore for SqliteKmsStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
-        let conn = self.conn();
-        let mut snap = Snapshot::default();
+        let mut conn = self.conn();
+        // One read transaction: the records and the epoch agree.
+        let conn = conn.transaction()?;
+        let mut snap = Snapshot {
+            epoch: epoch_of(&conn)?,
+            ..Snapshot::default()
+        };
         let mut stmt = conn.prepare("SELECT doc FROM kms_key_rings ORDER BY name")?;
         for doc in stmt.query_map([], |r| r.get::<_, String>(0))? {
             snap.key_rings.push(serde_json::from_str(&doc?)?);
@@ -144,9 +107,18 @@ impl KmsStore for SqliteKmsStore {
         Ok(snap)
     }
 
-    fn commit(&self, writes: &[Write<'_>]) -> Result<(), StoreError> {
+    fn epoch(&self) -> Result<i64, StoreError> {
+        Ok(epoch_of(&self.conn())?)
+    }
+
+    fn commit(&self, writes: &[Write<'_>], expected: i64) -> Result<i64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // IMMEDIATE holds the write lock from here, so the check and the bump are atomic.
+        if epoch_of(&tx)? != expected {
+            return Err(StoreError::Stale);
+        }
+        tx.execute("UPDATE kms_epoch SET v = v + 1 WHERE id = 1", [])?;
         for w in writes {
             match w {
                 Write::KeyRing(kr) => {
@@ -188,7 +160,7 @@ impl KmsStore for SqliteKmsStore {
         }) {
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         }
-        Ok(())
+        Ok(expected + 1)
     }
 
     fn sealed_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
