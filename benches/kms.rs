@@ -119,9 +119,12 @@ impl HttpServer {
             .rt
             .block_on(self.state.tokens.create(principal, chrono::Utc::now()))
             .unwrap();
-        self.state
-            .policies
-            .add_binding("projects/bench", "roles/owner", principal)
+        self.rt
+            .block_on(
+                self.state
+                    .policies
+                    .add_binding("projects/bench", "roles/owner", principal),
+            )
             .unwrap();
         Some(format!("Bearer {token}"))
     }

@@ -83,7 +83,11 @@ impl KmsKeyService {
             key.key_ring.to_string(),
             format!("projects/{}", key.key_ring.project),
         ];
-        let (result, outcome) = match crate::iam::has_permission(&self.policies, &agent, &chain, permission) {
+        // `KeyService` is synchronous and runs on runtime workers and the blocking pool
+        // alike: `wait` handles both.
+        let allowed =
+            sealstore_core::blocking::wait(crate::iam::has_permission(&self.policies, &agent, &chain, permission));
+        let (result, outcome) = match allowed {
             Ok(true) => (Ok(()), "OK"),
             Ok(false) => {
                 let op = if permission == USE_TO_ENCRYPT { "wrap" } else { "unwrap" };

@@ -176,7 +176,7 @@ fn token_store(dir: &DataDirArgs) -> anyhow::Result<(sealstore::iam::tokens::Tok
 fn hmac_store(dir: &DataDirArgs) -> anyhow::Result<(sealstore::iam::hmac_keys::HmacKeyStore, std::path::PathBuf)> {
     let (root, db) = root_and_db(dir)?;
     Ok((
-        sealstore::iam::hmac_keys::HmacKeyStore::new(
+        sealstore::iam::hmac_keys::HmacKeyStore::sqlite(
             sealstore::db::open(&db)?,
             sealstore::kms::seal::Sealer::new(&root),
         )?,
@@ -194,10 +194,10 @@ fn run_hmac(command: HmacCommand) -> anyhow::Result<()> {
             role,
         } => {
             let (store, db) = hmac_store(&dir)?;
-            let (meta, secret) = store.create(&project, &service_account, now)?;
+            let (meta, secret) = block_on(store.create(&project, &service_account, now))?;
             if let Some(role) = role {
-                let policies = sealstore::iam::PolicyStore::new(sealstore::db::open(&db)?)?;
-                policies.add_binding(&format!("projects/{project}"), &role, &meta.principal())?;
+                let policies = sealstore::iam::PolicyStore::sqlite(sealstore::db::open(&db)?)?;
+                block_on(policies.add_binding(&format!("projects/{project}"), &role, &meta.principal()))?;
             }
             eprintln!("created HMAC key for {service_account} in project {project}");
             println!("{}\t{}", meta.access_id, secret.as_str());
@@ -208,7 +208,7 @@ fn run_hmac(command: HmacCommand) -> anyhow::Result<()> {
             show_deleted,
         } => {
             let (store, _) = hmac_store(&dir)?;
-            for m in store.list(&project, None, show_deleted, None, usize::MAX >> 1)? {
+            for m in block_on(store.list(&project, None, show_deleted, None, usize::MAX >> 1))? {
                 println!(
                     "{}\t{}\t{}\t{}",
                     m.access_id,
@@ -225,7 +225,7 @@ fn run_hmac(command: HmacCommand) -> anyhow::Result<()> {
             state,
         } => {
             let (store, _) = hmac_store(&dir)?;
-            let m = store.set_state(&project, &access_id, &state, None, now)?;
+            let m = block_on(store.set_state(&project, &access_id, &state, None, now))?;
             eprintln!("HMAC key {} is {}", m.access_id, m.state);
         }
         HmacCommand::Delete {
@@ -234,7 +234,7 @@ fn run_hmac(command: HmacCommand) -> anyhow::Result<()> {
             access_id,
         } => {
             let (store, _) = hmac_store(&dir)?;
-            store.delete(&project, &access_id, now)?;
+            block_on(store.delete(&project, &access_id, now))?;
             eprintln!("deleted HMAC key {access_id}");
         }
     }
@@ -256,8 +256,8 @@ fn run_iam(command: IamCommand) -> anyhow::Result<()> {
             let (store, db) = token_store(&dir)?;
             let (info, token) = block_on(store.create(&principal, chrono::Utc::now()))?;
             if let (Some(project), Some(role)) = (project, role) {
-                let policies = sealstore::iam::PolicyStore::new(sealstore::db::open(&db)?)?;
-                policies.add_binding(&format!("projects/{project}"), &role, &principal)?;
+                let policies = sealstore::iam::PolicyStore::sqlite(sealstore::db::open(&db)?)?;
+                block_on(policies.add_binding(&format!("projects/{project}"), &role, &principal))?;
             }
             eprintln!("created token {} for {}", info.id, info.principal);
             println!("{token}");

@@ -157,10 +157,10 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
     crate::files::private_dir(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let root = load_root_key(cfg)?;
     let db_path = cfg.data_dir.join("sealstore.db");
-    let settings = Arc::new(crate::db::Settings::new(crate::db::open(&db_path)?)?);
+    let settings = Arc::new(sealstore_core::settings::Settings::sqlite(crate::db::open(&db_path)?)?);
     let clock: Arc<dyn Clock> = if cfg.fake_clock {
         // The fake clock resumes where it was, so timestamps stay ordered across restarts.
-        let ms = settings.get_i64(FAKE_CLOCK_OFFSET)?.unwrap_or(0);
+        let ms = sealstore_core::blocking::wait(settings.get_i64(FAKE_CLOCK_OFFSET))?.unwrap_or(0);
         Arc::new(ManualClock::with_offset(chrono::TimeDelta::milliseconds(ms)))
     } else {
         Arc::new(SystemClock)
@@ -171,12 +171,12 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
         // The Google-managed key's internal project is not a customer project: no quota.
         kms.set_quota(n, &[crate::keyservice::GOOGLE_MANAGED_PROJECT]);
     }
-    let policies = Arc::new(PolicyStore::new(crate::db::open(&db_path)?)?);
+    let policies = Arc::new(PolicyStore::sqlite(crate::db::open(&db_path)?)?);
     let tokens = Arc::new(crate::iam::tokens::TokenStore::sqlite(
         crate::db::open(&db_path)?,
         &root,
     )?);
-    let hmac_keys = Arc::new(crate::iam::hmac_keys::HmacKeyStore::new(
+    let hmac_keys = Arc::new(crate::iam::hmac_keys::HmacKeyStore::sqlite(
         crate::db::open(&db_path)?,
         Sealer::new(&root),
     )?);

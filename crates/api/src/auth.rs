@@ -124,16 +124,22 @@ impl AppState {
         !self.token_auth && principal == DEV_PRINCIPAL
     }
 
-    pub fn allowed(&self, principal: &str, permission: &str, chain: &[String]) -> bool {
-        self.allowed_where(principal, permission, chain, true)
+    pub async fn allowed(&self, principal: &str, permission: &str, chain: &[String]) -> bool {
+        self.allowed_where(principal, permission, chain, true).await
+    }
+
+    /// `allowed`, from a thread of the blocking pool (the KMS face does its request's
+    /// work there; a SQLite lookup runs inline, without a second thread hop).
+    pub fn allowed_blocking(&self, principal: &str, permission: &str, chain: &[String]) -> bool {
+        sealstore_core::blocking::wait(self.allowed(principal, permission, chain))
     }
 
     /// As `allowed`; `public_ok = false` ignores grants to allUsers/allAuthenticatedUsers.
-    pub fn allowed_where(&self, principal: &str, permission: &str, chain: &[String], public_ok: bool) -> bool {
+    pub async fn allowed_where(&self, principal: &str, permission: &str, chain: &[String], public_ok: bool) -> bool {
         if self.is_dev_owner(principal) {
             return true;
         }
-        match sealstore_iam::has_permission_where(&self.policies, principal, chain, permission, public_ok) {
+        match sealstore_iam::has_permission_where(&self.policies, principal, chain, permission, public_ok).await {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::error!(error = %e, "policy lookup failed; denying");

@@ -46,7 +46,7 @@ pub struct AppStateInner {
     pub clock: Arc<dyn Clock>,
     /// `clock:advance` exists only with `--fake-clock`.
     pub fake_clock: bool,
-    pub settings: Arc<sealstore_core::db::Settings>,
+    pub settings: Arc<sealstore_core::settings::Settings>,
     pub storage: Arc<sealstore_storage::Storage>,
     /// `--auto-grant-service-agent`: new keys get their project's storage agent as
     /// encrypter/decrypter, in the key's own (visible, removable) policy.

@@ -17,7 +17,7 @@ pub async fn hard_deletes(
 ) -> Result<(), sealstore_storage::StorageError> {
     for b in app.storage.hard_delete_due(now).await? {
         let resource = crate::gcs::soft_bucket_resource(&b.name, b.generation());
-        if let Err(e) = app.policies.remove(&resource) {
+        if let Err(e) = app.policies.remove(&resource).await {
             tracing::warn!(error = %e, bucket = %b.name, "could not remove a hard-deleted bucket's policy");
         }
         app.audit(
@@ -70,7 +70,7 @@ pub async fn preview(app: &AppState, principal: &str, bucket: &str, raw_query: O
         Err(m) => return RpcError::invalid(m).into_response(),
     };
     let chain = crate::gcs::bucket_chain(app, bucket).await;
-    if !app.allowed(principal, "storage.objects.list", &chain) {
+    if !app.allowed(principal, "storage.objects.list", &chain).await {
         return RpcError::new(
             Code::PermissionDenied,
             format!("Permission 'storage.objects.list' denied on resource '{}'.", chain[0]),

@@ -49,7 +49,7 @@ pub async fn metrics(
     axum::Extension(principal): axum::Extension<crate::auth::Principal>,
 ) -> Response {
     let chain = vec![format!("projects/{}", sealstore_kms::GOOGLE_MANAGED_PROJECT)];
-    if !app.allowed(&principal.0, "sealstore.metrics.get", &chain) {
+    if !app.allowed(&principal.0, "sealstore.metrics.get", &chain).await {
         return RpcError::new(
             Code::PermissionDenied,
             format!("Permission 'sealstore.metrics.get' denied on resource '{}'.", chain[0]),
@@ -99,7 +99,7 @@ pub async fn handle(
         // Moving time expires retention and destroys keys: in token mode only an owner of
         // the server's own project (`projects/_sealstore`) may.
         let chain = vec![format!("projects/{}", sealstore_kms::GOOGLE_MANAGED_PROJECT)];
-        if !app.allowed(&principal.0, "sealstore.clock.advance", &chain) {
+        if !app.allowed(&principal.0, "sealstore.clock.advance", &chain).await {
             app.audit(
                 &principal.0,
                 "POST clock:advance",
@@ -152,7 +152,7 @@ pub async fn handle(
             _ => return not_found(method, uri).await,
         };
         let chain = vec![resource.clone()];
-        if !app.allowed(&principal.0, permission, &chain) {
+        if !app.allowed(&principal.0, permission, &chain).await {
             app.audit(
                 &principal.0,
                 &format!("{method} {path}"),
@@ -166,23 +166,22 @@ pub async fn handle(
             )
             .into_response();
         }
-        let result = sealstore_core::request_id::spawn_blocking(move || -> Result<serde_json::Value, RpcError> {
+        let result = async {
             if set {
                 let body = crate::kms::json::parse_body(&body)?;
                 let o = crate::kms::json::Obj::new(&body);
                 let policy = crate::kms::handlers::parse_policy(&o.obj("policy")?)?;
-                let stored = app.policies.set(&resource, policy)?;
+                let stored = app.policies.set(&resource, policy).await?;
                 app.audit(&principal.0, &format!("POST {path}"), &resource, permission, "OK");
-                Ok(crate::kms::render::policy(&stored))
+                Ok::<_, RpcError>(crate::kms::render::policy(&stored))
             } else {
-                Ok(crate::kms::render::policy(&app.policies.get(&resource)?))
+                Ok(crate::kms::render::policy(&app.policies.get(&resource).await?))
             }
-        })
+        }
         .await;
         return match result {
-            Ok(Ok(v)) => Json(v).into_response(),
-            Ok(Err(e)) => e.into_response(),
-            Err(_) => RpcError::new(Code::Internal, "Internal error.").into_response(),
+            Ok(v) => Json(v).into_response(),
+            Err(e) => e.into_response(),
         };
     }
     not_found(method, uri).await
@@ -204,14 +203,15 @@ async fn advance(app: AppState, body: &[u8]) -> Response {
     };
     let kms = app.kms.clone();
     let offset_ms = app.clock.offset().num_milliseconds();
-    let settings = app.settings.clone();
-    let applied = sealstore_core::request_id::spawn_blocking(move || {
-        settings.set_i64(sealstore_core::clock::FAKE_CLOCK_OFFSET, offset_ms)?;
-        kms.run_due();
-        Ok::<_, rusqlite::Error>(())
-    })
-    .await;
-    if !matches!(applied, Ok(Ok(()))) {
+    let saved = app
+        .settings
+        .set_i64(sealstore_core::clock::FAKE_CLOCK_OFFSET, offset_ms)
+        .await;
+    if let Err(e) = &saved {
+        tracing::error!(error = %e, "saving the fake clock's offset failed");
+    }
+    let applied = sealstore_core::request_id::spawn_blocking(move || kms.run_due()).await;
+    if saved.is_err() || applied.is_err() {
         return RpcError::new(Code::Internal, "Applying due transitions failed.").into_response();
     }
     // Soft-deleted data whose time has come goes, and lifecycle actions that came due
@@ -250,7 +250,7 @@ async fn objects_by_key(app: &AppState, principal: &str, bucket: &str, raw_query
         Err(m) => return RpcError::invalid(m).into_response(),
     };
     let chain = crate::gcs::bucket_chain(app, bucket).await;
-    if !app.allowed(principal, "storage.objects.list", &chain) {
+    if !app.allowed(principal, "storage.objects.list", &chain).await {
         app.audit(
             principal,
             "GET objectsByKey",
@@ -351,9 +351,9 @@ async fn rekey(app: &AppState, principal: &str, method: &Method, path: &str, bod
     let gcs = |e: sealstore_storage::StorageError| crate::gcs::error::GcsError::from(e).into_response();
     let rest = path.trim_start_matches("/sealstore/v1/");
     let parts: Vec<&str> = rest.split('/').collect();
-    let allowed = |bucket: &str, chain_project: &str| {
+    let allowed = async |bucket: &str, chain_project: &str| {
         let chain = vec![crate::gcs::bucket_resource(bucket), format!("projects/{chain_project}")];
-        app.allowed(principal, "storage.objects.update", &chain)
+        app.allowed(principal, "storage.objects.update", &chain).await
     };
     match (method, parts.as_slice()) {
         (&Method::POST, ["projects", project, "rekeyJobs"]) => {
@@ -364,7 +364,7 @@ async fn rekey(app: &AppState, principal: &str, method: &Method, path: &str, bod
             let Some(bucket) = v.get("bucket").and_then(|b| b.as_str()) else {
                 return RpcError::invalid("bucket is required.").into_response();
             };
-            if !allowed(bucket, project) {
+            if !allowed(bucket, project).await {
                 app.audit(principal, "POST rekeyJobs", bucket, "storage.objects.update", "DENIED");
                 return RpcError::new(
                     Code::PermissionDenied,
@@ -445,14 +445,16 @@ async fn rekey(app: &AppState, principal: &str, method: &Method, path: &str, bod
                 Ok(j) => j,
                 // Someone who could not see the job if it existed gets the same denial
                 // whether or not it does: a 404 would tell them it does not.
-                Err(sealstore_storage::StorageError::NotFound(_))
-                    if !app.allowed(principal, "storage.objects.update", &[format!("projects/{project}")]) =>
-                {
-                    return denied();
+                Err(e @ sealstore_storage::StorageError::NotFound(_)) => {
+                    let project_chain = [format!("projects/{project}")];
+                    if !app.allowed(principal, "storage.objects.update", &project_chain).await {
+                        return denied();
+                    }
+                    return gcs(e);
                 }
                 Err(e) => return gcs(e),
             };
-            if !allowed(&job.bucket, project) {
+            if !allowed(&job.bucket, project).await {
                 return denied();
             }
             if cancel {

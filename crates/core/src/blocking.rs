@@ -60,26 +60,6 @@ pub fn scoped<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Waits for `fut` from synchronous code (a KMS destruction guard, the CLI). Inside a
-/// multi-thread runtime the worker is handed off first, as in `scoped`; outside any
-/// runtime a small one is made for the wait. On a current-thread runtime's own thread
-/// waiting would deadlock, so that is refused with an error instead.
-pub fn wait<F: std::future::Future>(fut: F) -> Result<F::Output, WaitError> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            Ok(tokio::task::block_in_place(|| h.block_on(fut)))
-        }
-        Ok(_) => Err(WaitError),
-        Err(_) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|_| WaitError)?;
-            Ok(rt.block_on(fut))
-        }
-    }
-}
-
 /// Waits for `fut` on the runtime `h` (the one a database pool was made in, so the
 /// driver's connection tasks live there and not in a throwaway runtime), from any
 /// synchronous context: a runtime worker (handed off first), the blocking pool, or a
@@ -91,10 +71,40 @@ pub fn wait_on<F: std::future::Future>(h: &tokio::runtime::Handle, fut: F) -> Re
     }
 }
 
-/// `wait` was called on a current-thread runtime's own thread.
+/// `wait_on` was called on a current-thread runtime's own thread.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot wait for async work on a current-thread runtime's own thread")]
 pub struct WaitError;
+
+/// `f`'s output, awaited from synchronous code (a sync trait method such as storage's
+/// `KeyService`, which runs on runtime workers and on the blocking pool alike):
+/// - on the blocking pool, inline (a SQLite store's work then runs on this thread);
+/// - on a multi-thread runtime's worker, in `block_in_place`, so the other tasks of the
+///   worker move elsewhere meanwhile;
+/// - on a current-thread runtime (tests, the CLI), on a scoped thread of its own: that
+///   runtime's one thread cannot wait on itself. Futures that need the runtime's I/O
+///   driver (PostgreSQL) cannot finish there; SQLite and memory stores can.
+/// - outside any runtime, on a current-thread runtime made for the call.
+pub fn wait<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if on_blocking_pool() => h.block_on(f),
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| h.block_on(f)),
+        Ok(h) => std::thread::scope(|s| match s.spawn(|| h.block_on(f)).join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
+        Err(_) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(f),
+            // Only when the OS refuses the runtime's resources: nothing can run then.
+            Err(e) => panic!("cannot start a runtime: {e}"),
+        },
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -113,5 +123,29 @@ mod tests {
         .unwrap();
         assert!(inline, "already on the pool: no second hop");
         assert!(!on_blocking_pool(), "the flag does not leak");
+    }
+
+    async fn hop() -> bool {
+        run(on_blocking_pool).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wait_works_on_workers_and_on_the_pool() {
+        assert!(wait(hop()), "on a worker");
+        let on_pool = crate::request_id::spawn_blocking(|| wait(hop())).await.unwrap();
+        assert!(on_pool);
+        // A blocking thread not marked as the pool's (the server's start-up work).
+        let unmarked = tokio::task::spawn_blocking(|| wait(hop())).await.unwrap();
+        assert!(unmarked);
+    }
+
+    #[tokio::test]
+    async fn wait_works_on_a_current_thread_runtime() {
+        assert!(wait(hop()));
+    }
+
+    #[test]
+    fn wait_works_outside_a_runtime() {
+        assert!(wait(hop()));
     }
 }

@@ -33,36 +33,6 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Small persistent settings (e.g. the fake clock's offset), one table of key/value.
-pub struct Settings {
-    conn: std::sync::Mutex<Connection>,
-}
-
-impl Settings {
-    pub fn new(conn: Connection) -> rusqlite::Result<Self> {
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value INTEGER NOT NULL);")?;
-        Ok(Self {
-            conn: std::sync::Mutex::new(conn),
-        })
-    }
-
-    pub fn get_i64(&self, key: &str) -> rusqlite::Result<Option<i64>> {
-        use rusqlite::OptionalExtension;
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-    }
-
-    pub fn set_i64(&self, key: &str, value: i64) -> rusqlite::Result<()> {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        conn.execute(
-            "INSERT INTO settings(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            rusqlite::params![key, value],
-        )?;
-        Ok(())
-    }
-}
-
 /// The writer thread failed to commit a group; every write in it failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("commit failed: {0}")]

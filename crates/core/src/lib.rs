@@ -13,3 +13,4 @@ pub mod pg;
 pub mod request_id;
 pub mod rootkey;
 pub mod seal;
+pub mod settings;

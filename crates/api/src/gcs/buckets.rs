@@ -323,6 +323,7 @@ pub async fn create(ctx: &Ctx, body: Body) -> GcsResult<Response> {
     ctx.app
         .policies
         .remove(&super::bucket_resource(name))
+        .await
         .map_err(iam_error)?;
     Ok(Json(render::bucket(&b, &ctx.base)).into_response())
 }
@@ -457,11 +458,13 @@ pub async fn delete(ctx: &Ctx, name: &str) -> GcsResult<Response> {
     // bucket of the same name starts clean either way.
     let live = super::bucket_resource(name);
     match soft {
-        Some(generation) => ctx
-            .app
-            .policies
-            .rename(&live, &super::soft_bucket_resource(name, generation)),
-        None => ctx.app.policies.remove(&live),
+        Some(generation) => {
+            ctx.app
+                .policies
+                .rename(&live, &super::soft_bucket_resource(name, generation))
+                .await
+        }
+        None => ctx.app.policies.remove(&live).await,
     }
     .map_err(iam_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -477,6 +480,7 @@ pub async fn restore(ctx: &Ctx, name: &str) -> GcsResult<Response> {
             &super::soft_bucket_resource(name, generation),
             &super::bucket_resource(name),
         )
+        .await
         .map_err(iam_error)?;
     Ok(Json(render::bucket(&b, &ctx.base)).into_response())
 }
@@ -543,6 +547,7 @@ pub async fn get_iam(ctx: &Ctx, bucket: &str) -> GcsResult<Response> {
         .app
         .policies
         .get(&super::bucket_resource(bucket))
+        .await
         .map_err(iam_error)?;
     Ok(Json(policy_json(bucket, &p)).into_response())
 }
@@ -568,7 +573,7 @@ pub async fn set_iam(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response>
         ));
     }
     let resource = super::bucket_resource(bucket);
-    let stored = ctx.app.policies.set(&resource, policy).map_err(iam_error)?;
+    let stored = ctx.app.policies.set(&resource, policy).await.map_err(iam_error)?;
     ctx.app.audit(
         &ctx.principal,
         &format!("PUT {resource}/iam"),
@@ -583,16 +588,18 @@ pub async fn set_iam(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response>
 pub async fn test_iam(ctx: &Ctx, bucket: &str, raw_query: Option<&str>) -> GcsResult<Response> {
     let b = ctx.app.storage.get_bucket(bucket).await?;
     let chain = vec![super::bucket_resource(bucket), format!("projects/{}", b.project)];
-    let held: Vec<String> = raw_query
+    let asked = raw_query
         .unwrap_or("")
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .filter(|(k, _)| *k == "permissions")
         .filter_map(|(_, v)| crate::query::percent_decode(v, true))
-        .filter(|p| {
-            sealstore_iam::roles::STORAGE_PERMISSIONS.contains(&p.as_str())
-                && ctx.app.allowed(&ctx.principal, p, &chain)
-        })
-        .collect();
+        .filter(|p| sealstore_iam::roles::STORAGE_PERMISSIONS.contains(&p.as_str()));
+    let mut held: Vec<String> = vec![];
+    for p in asked {
+        if ctx.app.allowed(&ctx.principal, &p, &chain).await {
+            held.push(p);
+        }
+    }
     Ok(Json(json!({"kind": "storage#testIamPermissionsResponse", "permissions": held})).into_response())
 }

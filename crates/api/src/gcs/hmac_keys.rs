@@ -1,6 +1,7 @@
 //! `projects/{p}/hmacKeys`: HMAC keys for the XML API (create, list, get, update,
 //! delete), as the GCS JSON API has them. Permissions are checked on the project.
 
+use super::buckets::iam_error;
 use super::error::{GcsError, GcsResult};
 use super::{Ctx, json_body, render};
 use axum::Json;
@@ -25,40 +26,34 @@ pub fn metadata(m: &HmacKeyMeta, base: &str) -> Value {
     })
 }
 
-async fn blocking<R: Send + 'static>(
-    f: impl FnOnce() -> Result<R, sealstore_iam::IamError> + Send + 'static,
-) -> GcsResult<R> {
-    sealstore_core::request_id::spawn_blocking(f)
-        .await
-        .map_err(sealstore_storage::StorageError::internal)?
-        .map_err(super::buckets::iam_error)
+/// The caller's `perm` on the project (`chain`), or the denial to answer (audited).
+async fn need(ctx: &Ctx, chain: &[String], perm: &'static str) -> GcsResult<()> {
+    if ctx.app.allowed(&ctx.principal, perm, chain).await {
+        return Ok(());
+    }
+    ctx.app.audit(
+        &ctx.principal,
+        &format!("{} {}", ctx.method, chain[0]),
+        &chain[0],
+        perm,
+        "DENIED",
+    );
+    Err(GcsError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("The caller does not have {perm} access to {}.", chain[0]),
+    ))
 }
 
 /// `access_id` is `None` for the collection.
 pub async fn endpoint(ctx: &Ctx, project: &str, access_id: Option<&str>, body: Body) -> GcsResult<Response> {
-    let store = ctx.app.hmac_keys.clone();
-    let (p, now) = (project.to_owned(), ctx.app.clock.now());
+    let store = &ctx.app.hmac_keys;
+    let now = ctx.app.clock.now();
     let chain = [format!("projects/{project}")];
-    let need = |perm: &'static str| -> GcsResult<()> {
-        if ctx.app.allowed(&ctx.principal, perm, &chain) {
-            return Ok(());
-        }
-        ctx.app.audit(
-            &ctx.principal,
-            &format!("{} {}", ctx.method, chain[0]),
-            &chain[0],
-            perm,
-            "DENIED",
-        );
-        Err(GcsError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("The caller does not have {perm} access to {}.", chain[0]),
-        ))
-    };
+    let need = |perm| need(ctx, &chain, perm);
     match (&ctx.method, access_id) {
         (&Method::POST, None) => {
-            need("storage.hmacKeys.create")?;
+            need("storage.hmacKeys.create").await?;
             let email = ctx
                 .query
                 .get("serviceAccountEmail")
@@ -71,7 +66,7 @@ pub async fn endpoint(ctx: &Ctx, project: &str, access_id: Option<&str>, body: B
                     )
                 })?
                 .to_owned();
-            let (meta, secret) = blocking(move || store.create(&p, &email, now)).await?;
+            let (meta, secret) = store.create(project, &email, now).await.map_err(iam_error)?;
             ctx.app.audit(
                 &ctx.principal,
                 "storage.hmacKeys.create",
@@ -87,13 +82,15 @@ pub async fn endpoint(ctx: &Ctx, project: &str, access_id: Option<&str>, body: B
             .into_response())
         }
         (&Method::GET, None) => {
-            need("storage.hmacKeys.list")?;
+            need("storage.hmacKeys.list").await?;
             let max = ctx.max_results()?.unwrap_or(1000);
-            let sa = ctx.query.get("serviceAccountEmail").map(str::to_owned);
+            let sa = ctx.query.get("serviceAccountEmail");
             let show_deleted = ctx.flag("showDeletedKeys")?;
-            let after = ctx.query.get("pageToken").map(str::to_owned);
-            let mut items =
-                blocking(move || store.list(&p, sa.as_deref(), show_deleted, after.as_deref(), max + 1)).await?;
+            let after = ctx.query.get("pageToken");
+            let mut items = store
+                .list(project, sa, show_deleted, after, max + 1)
+                .await
+                .map_err(iam_error)?;
             let next = (items.len() > max).then(|| {
                 items.truncate(max);
                 items.last().map(|m| m.access_id.clone()).unwrap_or_default()
@@ -108,22 +105,23 @@ pub async fn endpoint(ctx: &Ctx, project: &str, access_id: Option<&str>, body: B
             Ok(Json(v).into_response())
         }
         (&Method::GET, Some(id)) => {
-            need("storage.hmacKeys.get")?;
-            let id = id.to_owned();
-            let meta = blocking(move || store.get(&p, &id)).await?;
+            need("storage.hmacKeys.get").await?;
+            let meta = store.get(project, id).await.map_err(iam_error)?;
             Ok(Json(metadata(&meta, &ctx.base)).into_response())
         }
         (&Method::PUT | &Method::PATCH, Some(id)) => {
-            need("storage.hmacKeys.update")?;
+            need("storage.hmacKeys.update").await?;
             let doc = json_body(body, ctx.app.limits.max_body_bytes).await?;
             let state = doc
                 .get("state")
                 .and_then(Value::as_str)
                 .ok_or_else(|| GcsError::new(StatusCode::BAD_REQUEST, "required", "Required field: state"))?
                 .to_owned();
-            let etag = doc.get("etag").and_then(Value::as_str).map(str::to_owned);
-            let id = id.to_owned();
-            let meta = blocking(move || store.set_state(&p, &id, &state, etag.as_deref(), now)).await?;
+            let etag = doc.get("etag").and_then(Value::as_str);
+            let meta = store
+                .set_state(project, id, &state, etag, now)
+                .await
+                .map_err(iam_error)?;
             ctx.app.audit(
                 &ctx.principal,
                 "storage.hmacKeys.update",
@@ -134,9 +132,8 @@ pub async fn endpoint(ctx: &Ctx, project: &str, access_id: Option<&str>, body: B
             Ok(Json(metadata(&meta, &ctx.base)).into_response())
         }
         (&Method::DELETE, Some(id)) => {
-            need("storage.hmacKeys.delete")?;
-            let id_owned = id.to_owned();
-            blocking(move || store.delete(&p, &id_owned, now)).await?;
+            need("storage.hmacKeys.delete").await?;
+            store.delete(project, id, now).await.map_err(iam_error)?;
             ctx.app.audit(
                 &ctx.principal,
                 "storage.hmacKeys.delete",

@@ -40,7 +40,7 @@ fn body_or_query_key(ctx: &Ctx, meta_doc: &Value) -> GcsResult<Option<String>> {
 }
 
 /// The write spec from a JSON metadata document plus the query.
-fn spec_from(ctx: &Ctx, bucket: &str, meta_doc: &Value, name_hint: Option<&str>) -> GcsResult<WriteSpec> {
+async fn spec_from(ctx: &Ctx, bucket: &str, meta_doc: &Value, name_hint: Option<&str>) -> GcsResult<WriteSpec> {
     check_unsupported(meta_doc)?;
     super::acl::refuse_predefined(ctx, super::acl::Target::NewObject)?;
     let name = meta_doc
@@ -71,7 +71,7 @@ fn spec_from(ctx: &Ctx, bucket: &str, meta_doc: &Value, name_hint: Option<&str>)
         csek: ctx.csek("x-goog-encryption")?,
         protection: write_protection(meta_doc)?,
         force_google_managed: false,
-        may_replace: super::may_replace(ctx, bucket),
+        may_replace: super::may_replace(ctx, bucket).await,
         multipart_etag: None,
     })
 }
@@ -128,7 +128,7 @@ pub async fn upload(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> 
     let upload_type = ctx.query.get("uploadType").unwrap_or("");
     match (&ctx.method, upload_type) {
         (&Method::POST, "media") => {
-            let mut spec = spec_from(ctx, bucket, &serde_json::json!({}), ctx.query.get("name"))?;
+            let mut spec = spec_from(ctx, bucket, &serde_json::json!({}), ctx.query.get("name")).await?;
             spec.meta.content_type = Some(ctx.header("content-type").unwrap_or(DEFAULT_CONTENT_TYPE).to_owned());
             let (crc, md5) = goog_hash(ctx)?;
             spec.expected_crc32c = crc;
@@ -242,7 +242,7 @@ async fn multipart(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
             )
         })?
     };
-    let mut spec = spec_from(ctx, bucket, &meta_doc, ctx.query.get("name"))?;
+    let mut spec = spec_from(ctx, bucket, &meta_doc, ctx.query.get("name")).await?;
     let data = mp
         .next_field()
         .await
@@ -283,7 +283,7 @@ async fn multipart(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
 
 async fn start_resumable(ctx: &Ctx, bucket: &str, body: Body) -> GcsResult<Response> {
     let doc = json_body(body, ctx.app.limits.max_body_bytes).await?;
-    let mut spec = spec_from(ctx, bucket, &doc, ctx.query.get("name"))?;
+    let mut spec = spec_from(ctx, bucket, &doc, ctx.query.get("name")).await?;
     if spec.meta.content_type.is_none() {
         spec.meta.content_type = Some(
             ctx.header("x-upload-content-type")

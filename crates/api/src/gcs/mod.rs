@@ -374,7 +374,7 @@ pub async fn check_permission(
         Some(b) => (bucket_chain(app, b).await, app.storage.cached_bucket_public_ok(b)),
         None => (vec![format!("projects/{}", project.unwrap_or("<none>"))], true),
     };
-    if app.allowed_where(principal, permission, &chain, public_ok) {
+    if app.allowed_where(principal, permission, &chain, public_ok).await {
         return Ok(());
     }
     app.audit(
@@ -390,12 +390,12 @@ pub async fn check_permission(
 
 /// Whether the caller may replace existing objects in `bucket` (GCS requires
 /// `storage.objects.delete` for an overwrite, beyond `storage.objects.create`).
-pub fn may_replace(ctx: &Ctx, bucket: &str) -> bool {
-    may_replace_for(&ctx.app, &ctx.principal, bucket)
+pub async fn may_replace(ctx: &Ctx, bucket: &str) -> bool {
+    may_replace_for(&ctx.app, &ctx.principal, bucket).await
 }
 
 /// `may_replace` for any API's caller.
-pub fn may_replace_for(app: &AppState, principal: &str, bucket: &str) -> bool {
+pub async fn may_replace_for(app: &AppState, principal: &str, bucket: &str) -> bool {
     if app.is_dev_owner(principal) {
         return true;
     }
@@ -410,6 +410,7 @@ pub fn may_replace_for(app: &AppState, principal: &str, bucket: &str) -> bool {
         &chain,
         app.storage.cached_bucket_public_ok(bucket),
     )
+    .await
 }
 
 /// `/storage/v1/...`: the JSON API (and `alt=media` downloads).

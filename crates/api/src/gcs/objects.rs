@@ -175,14 +175,14 @@ pub async fn move_object(ctx: &Ctx, bucket: &str, src: &str, dst: &str) -> GcsRe
             dst,
             ctx.preconditions("Source")?,
             ctx.preconditions("")?,
-            super::may_replace(ctx, bucket),
+            super::may_replace(ctx, bucket).await,
         )
         .await?;
     let hashes = visible_hashes(ctx, &rec, false)?;
     Ok(object_response(ctx, &rec, hashes.as_ref()).await)
 }
 
-fn dest_spec(ctx: &Ctx, bucket: &str, name: &str, key_field: &str) -> GcsResult<WriteSpec> {
+async fn dest_spec(ctx: &Ctx, bucket: &str, name: &str, key_field: &str) -> GcsResult<WriteSpec> {
     super::acl::refuse_predefined(ctx, super::acl::Target::NewObject)?;
     Ok(WriteSpec {
         bucket: bucket.to_owned(),
@@ -196,7 +196,7 @@ fn dest_spec(ctx: &Ctx, bucket: &str, name: &str, key_field: &str) -> GcsResult<
         component_count: None,
         protection: Default::default(),
         force_google_managed: false,
-        may_replace: super::may_replace(ctx, bucket),
+        may_replace: super::may_replace(ctx, bucket).await,
         // Copy and compose use one customer key for sources and destination.
         csek: ctx.csek("x-goog-encryption")?,
         multipart_etag: None,
@@ -224,7 +224,7 @@ pub async fn copy(
         .app
         .storage
         .open(source, ctx.csek("x-goog-encryption")?.as_deref())?;
-    let mut spec = dest_spec(ctx, dst_bucket, dst, "destinationKmsKeyName")?;
+    let mut spec = dest_spec(ctx, dst_bucket, dst, "destinationKmsKeyName").await?;
     let meta_given = body
         .as_object()
         .is_some_and(|m| m.keys().any(|k| k != "name" && k != "bucket" && k != "kmsKeyName"));
@@ -300,7 +300,7 @@ pub async fn compose(ctx: &Ctx, bucket: &str, dest: &str, body: Body) -> GcsResu
         pre.check(Some((rec.generation, rec.metageneration)), false)?;
         opened.push(ctx.app.storage.open(rec, ctx.csek("x-goog-encryption")?.as_deref())?);
     }
-    let mut spec = dest_spec(ctx, bucket, dest, "kmsKeyName")?;
+    let mut spec = dest_spec(ctx, bucket, dest, "kmsKeyName").await?;
     spec.meta = apply_meta(&ObjectMeta::default(), &destination, false)?;
     let (rec, hashes) = ctx.app.storage.compose(opened, spec).await?;
     Ok(object_response(ctx, &rec, Some(&hashes)).await)
@@ -401,7 +401,7 @@ pub async fn rewrite(
         }
         None => {
             check_unsupported(&body)?;
-            let mut spec = dest_spec(ctx, dst_bucket, dst, "destinationKmsKeyName")?;
+            let mut spec = dest_spec(ctx, dst_bucket, dst, "destinationKmsKeyName").await?;
             spec.meta = apply_meta(&opened.record.meta, &body, false)?;
             spec.storage_class = body
                 .get("storageClass")

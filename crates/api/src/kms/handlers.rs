@@ -15,6 +15,16 @@ use serde_json::{Value, json};
 
 type Result<T> = std::result::Result<T, RpcError>;
 
+/// `f`'s result, from the blocking-pool thread the KMS face does its request's work on
+/// (where a SQLite store runs inline, without a second thread hop).
+fn blocking_wait<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    sealstore_core::blocking::wait(f)
+}
+
 fn unsupported(req: &Request) -> RpcError {
     let verb = req.verb.as_deref().map(|v| format!(":{v}")).unwrap_or_default();
     RpcError::new(
@@ -61,7 +71,7 @@ pub fn dispatch(app: &AppState, req: Request) -> Result<Value> {
         (Target::CryptoKey(name), None) if m == Method::DELETE => {
             let op = app.kms.delete_crypto_key(name)?;
             // The key's own policy goes with it: a later key can never reuse the name.
-            app.policies.remove(&name.to_string())?;
+            blocking_wait(app.policies.remove(&name.to_string()))?;
             Ok(render::operation(&op))
         }
         (Target::CryptoKey(name), Some("updatePrimaryVersion")) if m == Method::POST => {
@@ -243,11 +253,11 @@ fn create_crypto_key(app: &AppState, req: &Request, parent: &sealstore_kms::name
     let view = app.kms.create_crypto_key(parent, id, spec)?;
     if app.auto_grant_service_agent {
         let agent = sealstore_iam::roles::storage_service_agent(&parent.project);
-        app.policies.add_binding(
+        blocking_wait(app.policies.add_binding(
             &view.key.name.to_string(),
             "roles/cloudkms.cryptoKeyEncrypterDecrypter",
             &agent,
-        )?;
+        ))?;
     }
     Ok(render::crypto_key(&view, req.enc))
 }
@@ -568,12 +578,12 @@ fn iam(app: &AppState, req: &Request) -> Result<Value> {
     let o = Obj::new(&body);
     match req.verb.as_deref() {
         Some("getIamPolicy") if req.method == Method::GET || req.method == Method::POST => {
-            Ok(render::policy(&app.policies.get(&resource?)?))
+            Ok(render::policy(&blocking_wait(app.policies.get(&resource?))?))
         }
         Some("setIamPolicy") if req.method == Method::POST => {
             let resource = resource?;
             let policy = parse_policy(&o.obj("policy")?)?;
-            Ok(render::policy(&app.policies.set(&resource, policy)?))
+            Ok(render::policy(&blocking_wait(app.policies.set(&resource, policy))?))
         }
         Some("testIamPermissions") if req.method == Method::POST => {
             let perms: Vec<String> = match o.get("permissions") {
@@ -594,7 +604,7 @@ fn iam(app: &AppState, req: &Request) -> Result<Value> {
                 perms
                     .into_iter()
                     .filter(|p| sealstore_iam::roles::KMS_PERMISSIONS.contains(&p.as_str()))
-                    .filter(|p| app.allowed(&req.principal, p, &chain))
+                    .filter(|p| app.allowed_blocking(&req.principal, p, &chain))
                     .collect()
             } else {
                 vec![]

@@ -171,7 +171,7 @@ pub async fn handle(
             req.verb.as_deref().map(|v| format!(":{v}")).unwrap_or_default()
         );
         for (permission, chain) in authz::requirements(&req) {
-            if !app.allowed(&req.principal, permission, &chain) {
+            if !app.allowed_blocking(&req.principal, permission, &chain) {
                 app.audit(&req.principal, &method_name, &chain[0], permission, "DENIED");
                 return Err(RpcError::new(
                     crate::error::Code::PermissionDenied,

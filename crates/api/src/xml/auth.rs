@@ -57,17 +57,14 @@ pub async fn authenticate(
     // A key verified within the last second needs no database read (and no thread hop).
     let found = match app.hmac_keys.fresh(&signed.access_id) {
         Some(s) => Some(s),
-        None => {
-            let store = app.hmac_keys.clone();
-            let id = signed.access_id.clone();
-            sealstore_core::request_id::spawn_blocking(move || store.cached_signing_secret(&id))
-                .await
-                .map_err(|_| internal())?
-                .map_err(|e| {
-                    tracing::error!(error = %e, "HMAC key lookup failed");
-                    internal()
-                })?
-        }
+        None => app
+            .hmac_keys
+            .cached_signing_secret(&signed.access_id)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "HMAC key lookup failed");
+                internal()
+            })?,
     };
     let Some(secret) = found else {
         return Err(S3Error::new(

@@ -34,7 +34,7 @@ pub async fn create(ctx: &XCtx, bucket: &str, key: &str) -> S3Result<Response> {
     require(ctx, "storage.objects.create", Some(bucket)).await?;
     super::buckets::refuse_acl(ctx)?;
     let choice = sse::write_key(ctx)?;
-    let mut spec = spec_for(ctx, bucket, key, &choice)?;
+    let mut spec = spec_for(ctx, bucket, key, &choice).await?;
     if spec.expected_md5.is_some() {
         return Err(S3Error::invalid("Content-MD5 does not apply to CreateMultipartUpload."));
     }
@@ -203,7 +203,7 @@ pub async fn complete(ctx: &XCtx, bucket: &str, key: &str, body: Body) -> S3Resu
             })
             .collect::<S3Result<Vec<_>>>()?;
     let csek = sse::customer_key(ctx, "x-amz-server-side-encryption", "x-goog-encryption")?;
-    let may_replace = crate::gcs::may_replace_for(&ctx.app, &ctx.principal, bucket);
+    let may_replace = crate::gcs::may_replace_for(&ctx.app, &ctx.principal, bucket).await;
     let (rec, hashes) = ctx
         .app
         .storage

@@ -311,7 +311,7 @@ pub(super) async fn write_preconditions(ctx: &XCtx, bucket: &str, key: &str) -> 
     Ok(pre)
 }
 
-pub(super) fn spec_for(ctx: &XCtx, bucket: &str, key: &str, key_choice: &sse::WriteKey) -> S3Result<WriteSpec> {
+pub(super) async fn spec_for(ctx: &XCtx, bucket: &str, key: &str, key_choice: &sse::WriteKey) -> S3Result<WriteSpec> {
     Ok(WriteSpec {
         bucket: bucket.to_owned(),
         name: key.to_owned(),
@@ -324,7 +324,7 @@ pub(super) fn spec_for(ctx: &XCtx, bucket: &str, key: &str, key_choice: &sse::Wr
         component_count: None,
         protection: write_protection(ctx)?,
         force_google_managed: key_choice.google_managed,
-        may_replace: crate::gcs::may_replace_for(&ctx.app, &ctx.principal, bucket),
+        may_replace: crate::gcs::may_replace_for(&ctx.app, &ctx.principal, bucket).await,
         csek: key_choice.csek.clone(),
         multipart_etag: None,
     })
@@ -357,7 +357,7 @@ pub async fn put(ctx: &XCtx, bucket: &str, key: &str, body: Body) -> S3Result<Re
     require(ctx, "storage.objects.create", Some(bucket)).await?;
     super::buckets::refuse_acl(ctx)?;
     let choice = sse::write_key(ctx)?;
-    let mut spec = spec_for(ctx, bucket, key, &choice)?;
+    let mut spec = spec_for(ctx, bucket, key, &choice).await?;
     spec.preconditions = write_preconditions(ctx, bucket, key).await?;
     let (stream, failure) = object_body(ctx, body)?;
     let (rec, hashes) = ctx
@@ -863,7 +863,7 @@ pub async fn copy(ctx: &XCtx, bucket: &str, key: &str) -> S3Result<Response> {
         false,
     )?;
     let choice = sse::write_key(ctx)?;
-    let mut spec = spec_for(ctx, bucket, key, &choice)?;
+    let mut spec = spec_for(ctx, bucket, key, &choice).await?;
     let new_class = spec.storage_class.is_some();
     let new_key = choice.kms_key_name.is_some() || choice.csek.is_some() || choice.google_managed;
     if src_bucket == bucket
