@@ -112,7 +112,14 @@ impl From<sealstore_core::pg::PgError> for StorageError {
             Some(c) if c == SqlState::CHARACTER_NOT_IN_REPERTOIRE => {
                 StorageError::invalid("Names and values stored by this gateway cannot contain NUL characters.")
             }
-            _ => StorageError::Internal(format!("metadata store: {e}")),
+            // tokio-postgres shows a server error as just "db error": keep the server's
+            // message (its `detail`, which can quote row values, stays out).
+            _ => match &e {
+                PgError::Db(d) if let Some(dbe) = d.as_db_error() => {
+                    StorageError::Internal(format!("metadata store: {}: {}", dbe.code().code(), dbe.message()))
+                }
+                _ => StorageError::Internal(format!("metadata store: {e}")),
+            },
         }
     }
 }

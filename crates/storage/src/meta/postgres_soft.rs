@@ -199,7 +199,11 @@ async fn take_bucket<C: GenericClient>(c: &C, bucket: &str, bucket_gen: i64) -> 
 /// it becomes a soft-deleted bucket kept until the later of its own hard-delete time and
 /// its last soft-deleted object's; otherwise its soft-deleted objects go with it and are
 /// returned for their blobs.
-pub async fn delete_bucket<C: GenericClient>(c: &C, b: &Bucket, now: DateTime<Utc>) -> StorageResult<Vec<ObjectRecord>> {
+pub async fn delete_bucket<C: GenericClient>(
+    c: &C,
+    b: &Bucket,
+    now: DateTime<Utc>,
+) -> StorageResult<Vec<ObjectRecord>> {
     execute(c, "DELETE FROM buckets WHERE name = $1", &[&b.name]).await?;
     let Some(secs) = retention(b) else {
         return take_bucket(c, &b.name, b.generation()).await;
@@ -236,7 +240,12 @@ pub async fn delete_bucket<C: GenericClient>(c: &C, b: &Bucket, now: DateTime<Ut
     Ok(vec![])
 }
 
-pub async fn get_bucket<C: GenericClient>(c: &C, name: &str, generation: i64, lock: bool) -> StorageResult<Option<Bucket>> {
+pub async fn get_bucket<C: GenericClient>(
+    c: &C,
+    name: &str,
+    generation: i64,
+    lock: bool,
+) -> StorageResult<Option<Bucket>> {
     let sql = if lock {
         "SELECT doc FROM soft_buckets WHERE name = $1 AND generation = $2 FOR UPDATE"
     } else {

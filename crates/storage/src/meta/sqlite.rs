@@ -700,7 +700,9 @@ impl SyncMeta for SqliteMetaStore {
         if mv.src == mv.dst {
             // The row would replace itself (and, removed as the "replaced" destination,
             // have its blob deleted under the moved record).
-            return Err(StorageError::invalid("The source and destination object names must differ."));
+            return Err(StorageError::invalid(
+                "The source and destination object names must differ.",
+            ));
         }
         let mv = mv.clone();
         self.write(move |c| {
