@@ -55,6 +55,10 @@ pub enum StorageError {
     Key(#[from] KeyError),
     #[error("{0}")]
     Unimplemented(String),
+    /// The metadata database could not be reached or went away mid-request: retryable
+    /// (503). The detail is for logs; it never holds a connection string.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -75,6 +79,51 @@ impl StorageError {
 impl From<rusqlite::Error> for StorageError {
     fn from(e: rusqlite::Error) -> Self {
         StorageError::Internal(format!("metadata store: {e}"))
+    }
+}
+
+impl From<sealstore_core::pg::PgError> for StorageError {
+    fn from(e: sealstore_core::pg::PgError) -> Self {
+        use sealstore_core::pg::PgError;
+        use tokio_postgres::error::SqlState;
+        let code = match &e {
+            PgError::Db(d) => d.code().cloned(),
+            _ => None,
+        };
+        // Beyond a lost connection (no SQLSTATE), the server saying it is shutting down,
+        // starting or out of connections is also "come back later".
+        let server_unavailable = code.as_ref().is_some_and(|c| {
+            c.code().starts_with("08")
+                || [
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::TOO_MANY_CONNECTIONS,
+                ]
+                .contains(c)
+        });
+        if e.is_unavailable() || server_unavailable {
+            return StorageError::Unavailable(e.to_string());
+        }
+        match code {
+            // The server aborted the transaction to break a lock cycle or a
+            // serialisation conflict: nothing was written, the request may retry.
+            Some(c) if c == SqlState::T_R_DEADLOCK_DETECTED || c == SqlState::T_R_SERIALIZATION_FAILURE => {
+                StorageError::ConcurrentChange("The object changed concurrently; retry the request.".into())
+            }
+            // PostgreSQL text cannot hold NUL, which names may (SQLite stores them).
+            Some(c) if c == SqlState::CHARACTER_NOT_IN_REPERTOIRE => {
+                StorageError::invalid("Names and values stored by this gateway cannot contain NUL characters.")
+            }
+            // tokio-postgres shows a server error as just "db error": keep the server's
+            // message (its `detail`, which can quote row values, stays out).
+            _ => match &e {
+                PgError::Db(d) if let Some(dbe) = d.as_db_error() => {
+                    StorageError::Internal(format!("metadata store: {}: {}", dbe.code().code(), dbe.message()))
+                }
+                _ => StorageError::Internal(format!("metadata store: {e}")),
+            },
+        }
     }
 }
 

@@ -69,6 +69,14 @@ impl From<StorageError> for GcsError {
                     Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internalError", "Internal error.")
                 }
             },
+            StorageError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "metadata store unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "backendError",
+                    "The metadata store is unavailable; retry the request.",
+                )
+            }
             StorageError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal storage error");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internalError", "Internal error.")

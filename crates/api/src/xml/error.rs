@@ -160,6 +160,14 @@ impl From<StorageError> for S3Error {
                     )
                 }
             },
+            StorageError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "metadata store unavailable");
+                Self::new(
+                    503,
+                    "ServiceUnavailable",
+                    "Service is unable to handle request; please retry.",
+                )
+            }
             StorageError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal storage error");
                 Self::new(

@@ -4,6 +4,10 @@
 //! cannot interleave. Backends: SQLite (embedded default; `:memory:` for fast tests)
 //! and PostgreSQL (many gateways). Every backend passes `conformance.rs`.
 
+#[cfg(test)]
+mod conformance;
+mod postgres;
+mod postgres_soft;
 mod sqlite;
 mod sqlite_soft;
 
@@ -11,6 +15,7 @@ use crate::error::StorageResult;
 use crate::model::{Bucket, ObjectRecord, Preconditions, UploadSession};
 use std::collections::HashMap;
 
+pub use postgres::PgMetaStore;
 pub use sqlite::SqliteMetaStore;
 
 /// One page of a raw object listing, in (name, generation) order.

@@ -697,6 +697,13 @@ impl SyncMeta for SqliteMetaStore {
         src_check: ReplaceCheck,
         dst_check: ReplaceCheck,
     ) -> StorageResult<(ObjectRecord, Option<ObjectRecord>)> {
+        if mv.src == mv.dst {
+            // The row would replace itself (and, removed as the "replaced" destination,
+            // have its blob deleted under the moved record).
+            return Err(StorageError::invalid(
+                "The source and destination object names must differ.",
+            ));
+        }
         let mv = mv.clone();
         self.write(move |c| {
             let Some(bucket) = bucket_doc(c, &mv.bucket)? else {
