@@ -296,6 +296,28 @@ async fn bucket_delete(s: Store) {
     ));
 }
 
+/// A bucket delete racing writes into the bucket: either the delete finds the object
+/// and refuses, or the write finds no bucket; never an object in a deleted bucket.
+async fn bucket_delete_race(s: Store) {
+    for i in 0..20 {
+        let name = format!("r{i}");
+        s.insert_bucket(&bucket(&name)).await.unwrap();
+        let (s1, s2, n1, n2) = (s.clone(), s.clone(), name.clone(), name.clone());
+        let write = tokio::spawn(async move { s1.commit_object(&obj(&n1, "o", 10), &none(), false, ok()).await });
+        let delete = tokio::spawn(async move { s2.delete_bucket(&n2, None, t0()).await });
+        let (w, d) = (write.await.unwrap(), delete.await.unwrap());
+        match (&w, &d) {
+            (Ok(_), Err(StorageError::Conflict(_))) => {
+                assert!(s.get_object(&name, "o", None).await.unwrap().is_some());
+            }
+            (Err(StorageError::NotFound(_)), Ok(_)) => {
+                assert!(s.list_objects(&list_q(&name, true, 10)).await.unwrap().is_empty());
+            }
+            _ => panic!("{w:?} {d:?}"),
+        }
+    }
+}
+
 async fn create_race(s: Store) {
     s.insert_bucket(&bucket("b")).await.unwrap();
     let mut tasks = tokio::task::JoinSet::new();
@@ -1092,6 +1114,7 @@ macro_rules! conformance {
 conformance!(
     buckets,
     bucket_delete,
+    bucket_delete_race,
     create_race,
     generation_preconditions,
     versioning,
@@ -1182,6 +1205,26 @@ async fn postgres_two_gateways_share_one_database() {
         }
     }
     assert_eq!(wins, 1);
+}
+
+/// A failed generation bump (the counter at its limit) fails that call only: the
+/// connection it used goes back to the pool usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_generation_overflow_fails_cleanly() {
+    let url = sealstore_testpg::fresh_database();
+    // One connection, so the call after the failure reuses it.
+    let s = super::PgMetaStore::new(sealstore_core::pg::pool(&url, 1).unwrap())
+        .await
+        .unwrap();
+    let db = url.rsplit('/').next().unwrap();
+    let cluster = sealstore_testpg::cluster();
+    cluster
+        .psql(db, &format!("UPDATE meta_generation SET v = {}", i64::MAX))
+        .unwrap();
+    assert!(matches!(s.next_generation(0).await, Err(StorageError::Internal(_))));
+    cluster.psql(db, "UPDATE meta_generation SET v = 5").unwrap();
+    assert_eq!(s.next_generation(0).await.unwrap(), 6);
+    s.ping().await.unwrap();
 }
 
 /// A database that went away is "unavailable" (503), and the error names no password.

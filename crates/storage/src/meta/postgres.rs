@@ -948,7 +948,17 @@ impl MetaStore for PgMetaStore {
             "BEGIN; SET LOCAL synchronous_commit = off;
              UPDATE meta_generation SET v = GREATEST(v + 1, {now_micros}) RETURNING v; COMMIT"
         );
-        let msgs = c.simple_query(&sql).await.map_err(db)?;
+        let msgs = match c.simple_query(&sql).await {
+            Ok(m) => m,
+            Err(e) => {
+                // A statement that failed (say, the counter overflowing) leaves the
+                // explicit transaction open and aborted; end it before the connection
+                // goes back to the pool. Best effort: a broken connection fails this
+                // too, and is dropped on its next use.
+                let _ = c.batch_execute("ROLLBACK").await;
+                return Err(db(e));
+            }
+        };
         let v = msgs.iter().find_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
             _ => None,
