@@ -84,6 +84,8 @@ pub(super) struct Inner {
     pub(super) started: std::time::Instant,
     /// When `state` was last confirmed current, in ms since `started`.
     pub(super) validated_ms: AtomicU64,
+    /// The staleness watchdog's verdict (`freshness.rs`); `true` sends `fresh` to the clock.
+    pub(super) stale: std::sync::atomic::AtomicBool,
 }
 
 /// A per-project token bucket on encrypt/decrypt requests (Cloud KMS quotas).
@@ -287,6 +289,7 @@ impl Kms {
                 epoch: AtomicI64::new(epoch),
                 started: std::time::Instant::now(),
                 validated_ms: AtomicU64::new(0),
+                stale: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         kms.start_refresher();

@@ -17,6 +17,12 @@ use std::time::Duration;
 pub const REFRESH_EVERY: Duration = Duration::from_millis(200);
 /// The documented bound: no crypto operation uses state older than this.
 pub const STALENESS_BOUND: Duration = Duration::from_secs(1);
+/// How often the watchdog re-judges staleness. Crypto operations read its verdict (one
+/// atomic load) instead of the clock, which is a system call on some VMs.
+const WATCHDOG_EVERY: Duration = Duration::from_millis(50);
+/// The watchdog flags staleness this much early, so no operation runs past the bound
+/// between two of its ticks.
+const WATCHDOG_MARGIN: Duration = Duration::from_millis(100);
 
 impl Kms {
     fn elapsed_ms(&self) -> u64 {
@@ -70,6 +76,9 @@ impl Kms {
 
     /// Refuses when the state is older than `STALENESS_BOUND` and cannot be refreshed.
     pub(super) fn fresh(&self) -> KmsResult<()> {
+        if !self.inner.stale.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         if self.validated_age() <= STALENESS_BOUND {
             return Ok(());
         }
@@ -101,6 +110,22 @@ impl Kms {
         });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "could not start the KMS refresher; crypto refuses once state is stale");
+        }
+        // Separate from the refresher, so a refresher stuck on an unreachable database
+        // cannot keep the verdict "fresh".
+        let inner = std::sync::Arc::downgrade(&self.inner);
+        let spawned = std::thread::Builder::new().name("kms-staleness".into()).spawn(move || {
+            loop {
+                std::thread::sleep(WATCHDOG_EVERY);
+                let Some(inner) = inner.upgrade() else { return };
+                let kms = Kms { inner };
+                let stale = kms.validated_age() + WATCHDOG_MARGIN > STALENESS_BOUND;
+                kms.inner.stale.store(stale, Ordering::Relaxed);
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "could not start the KMS staleness watchdog; every check reads the clock");
+            self.inner.stale.store(true, Ordering::Relaxed);
         }
     }
 }
