@@ -80,6 +80,7 @@ impl HttpServer {
             root_key_file: None,
             root_key_env: None,
             allow_public_dev: false,
+            database: None,
             blob_store: Some("memory://".into()),
             inline_max_bytes: 65536,
             auto_grant_service_agent: true,
@@ -95,8 +96,8 @@ impl HttpServer {
             lifecycle: Default::default(),
             default_soft_delete_seconds: 0,
         };
-        let state = sealstore::server::build(&cfg).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
+        let state = rt.block_on(sealstore::server::build(&cfg)).unwrap();
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let router = sealstore::api::router(state.clone());

@@ -14,6 +14,7 @@ pub use sealstore_kms as kms;
 pub use sealstore_storage as storage;
 
 pub mod client;
+pub mod database;
 pub mod guard;
 pub mod keyservice;
 pub mod kms_audit;

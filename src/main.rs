@@ -117,6 +117,9 @@ struct DataDirArgs {
     data_dir: PathBuf,
     #[arg(long, env = "SEALSTORE_ROOT_KEY_FILE")]
     root_key_file: Option<PathBuf>,
+    /// The server's `--database` (unset: DATA_DIR/sealstore.db).
+    #[arg(long, env = "SEALSTORE_DATABASE", hide_env_values = true)]
+    database: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -145,7 +148,7 @@ enum TokenCommand {
     },
 }
 
-fn root_and_db(dir: &DataDirArgs) -> anyhow::Result<(sealstore::rootkey::RootKey, std::path::PathBuf)> {
+fn root_and_db(dir: &DataDirArgs) -> anyhow::Result<(sealstore::rootkey::RootKey, sealstore::database::Database)> {
     sealstore::files::private_dir(&dir.data_dir)?;
     let env = std::env::var("SEALSTORE_ROOT_KEY").ok().map(zeroize::Zeroizing::new);
     let root = sealstore::server::root_key_for(
@@ -153,35 +156,38 @@ fn root_and_db(dir: &DataDirArgs) -> anyhow::Result<(sealstore::rootkey::RootKey
         dir.root_key_file.as_deref(),
         env.as_ref().map(|s| s.as_str()),
     )?;
-    Ok((root, dir.data_dir.join("sealstore.db")))
+    Ok((
+        root,
+        sealstore::database::Database::open(dir.database.as_deref(), &dir.data_dir)?,
+    ))
 }
 
-/// Runs one store call to completion for a CLI command (the stores are async).
+/// Runs one store call to completion for a CLI command (the stores are async). One
+/// runtime for the whole command: a PostgreSQL pool's connections live on it.
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime")
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime")
+        })
         .block_on(f)
 }
 
-fn token_store(dir: &DataDirArgs) -> anyhow::Result<(sealstore::iam::tokens::TokenStore, std::path::PathBuf)> {
+fn token_store(
+    dir: &DataDirArgs,
+) -> anyhow::Result<(sealstore::iam::tokens::TokenStore, sealstore::database::Database)> {
     let (root, db) = root_and_db(dir)?;
-    Ok((
-        sealstore::iam::tokens::TokenStore::sqlite(sealstore::db::open(&db)?, &root)?,
-        db,
-    ))
+    Ok((block_on(db.tokens(&root))?, db))
 }
 
-fn hmac_store(dir: &DataDirArgs) -> anyhow::Result<(sealstore::iam::hmac_keys::HmacKeyStore, std::path::PathBuf)> {
+fn hmac_store(
+    dir: &DataDirArgs,
+) -> anyhow::Result<(sealstore::iam::hmac_keys::HmacKeyStore, sealstore::database::Database)> {
     let (root, db) = root_and_db(dir)?;
-    Ok((
-        sealstore::iam::hmac_keys::HmacKeyStore::sqlite(
-            sealstore::db::open(&db)?,
-            sealstore::kms::seal::Sealer::new(&root),
-        )?,
-        db,
-    ))
+    Ok((block_on(db.hmac_keys(&root))?, db))
 }
 
 fn run_hmac(command: HmacCommand) -> anyhow::Result<()> {
@@ -196,7 +202,7 @@ fn run_hmac(command: HmacCommand) -> anyhow::Result<()> {
             let (store, db) = hmac_store(&dir)?;
             let (meta, secret) = block_on(store.create(&project, &service_account, now))?;
             if let Some(role) = role {
-                let policies = sealstore::iam::PolicyStore::sqlite(sealstore::db::open(&db)?)?;
+                let policies = block_on(db.policies())?;
                 block_on(policies.add_binding(&format!("projects/{project}"), &role, &meta.principal()))?;
             }
             eprintln!("created HMAC key for {service_account} in project {project}");
@@ -256,7 +262,7 @@ fn run_iam(command: IamCommand) -> anyhow::Result<()> {
             let (store, db) = token_store(&dir)?;
             let (info, token) = block_on(store.create(&principal, chrono::Utc::now()))?;
             if let (Some(project), Some(role)) = (project, role) {
-                let policies = sealstore::iam::PolicyStore::sqlite(sealstore::db::open(&db)?)?;
+                let policies = block_on(db.policies())?;
                 block_on(policies.add_binding(&format!("projects/{project}"), &role, &principal))?;
             }
             eprintln!("created token {} for {}", info.id, info.principal);
@@ -300,6 +306,10 @@ struct ServeArgs {
     /// Authentication mode.
     #[arg(long, value_enum, default_value = "dev")]
     auth: AuthMode,
+    /// Where metadata, KMS state, policies and tokens live: `postgres://USER[:PASSWORD]@HOST:PORT/DB`
+    /// for a database any number of gateways share; unset, DATA_DIR/sealstore.db (SQLite).
+    #[arg(long, env = "SEALSTORE_DATABASE", hide_env_values = true)]
+    database: Option<String>,
     /// Blob backend: `file://PATH` (default `file://DATA_DIR/blobs`) or `memory://`.
     #[arg(long, env = "SEALSTORE_BLOB_STORE")]
     blob_store: Option<String>,
@@ -393,7 +403,10 @@ enum AuthMode {
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // The PostgreSQL driver logs statement parameters at debug (session ids, sealed
+        // secrets); whatever RUST_LOG asks, it says no more than warnings.
+        .add_directive("tokio_postgres=warn".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -419,6 +432,7 @@ fn main() -> anyhow::Result<()> {
             let cfg = sealstore::server::ServeConfig {
                 allow_public_dev: args.insecure_dev_on_public_address,
                 blob_store: args.blob_store,
+                database: args.database,
                 inline_max_bytes: args.inline_max_bytes as usize,
                 auto_grant_service_agent: args
                     .auto_grant_service_agent

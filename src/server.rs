@@ -2,10 +2,8 @@
 
 use crate::api::{AppState, router};
 use crate::clock::{Clock, ManualClock, SystemClock};
-use crate::iam::PolicyStore;
 use crate::kms::Kms;
 use crate::kms::seal::Sealer;
-use crate::kms::store::SqliteKmsStore;
 use crate::rootkey::RootKey;
 use crate::storage::blobs::BlobStore;
 use anyhow::Context;
@@ -26,6 +24,8 @@ pub struct ServeConfig {
     pub root_key_env: Option<zeroize::Zeroizing<String>>,
     /// `--insecure-dev-on-public-address`.
     pub allow_public_dev: bool,
+    /// `--database postgres://…`; none: `DATA_DIR/sealstore.db` (SQLite).
+    pub database: Option<String>,
     /// `file://PATH` or `memory://`; default `file://DATA_DIR/blobs`.
     pub blob_store: Option<String>,
     /// Objects smaller than this are stored inline in their metadata row (≤ 65536).
@@ -153,33 +153,33 @@ pub fn root_key_for(
 }
 
 /// Builds the application state from the data dir.
-pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
+pub async fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
     crate::files::private_dir(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let root = load_root_key(cfg)?;
-    let db_path = cfg.data_dir.join("sealstore.db");
-    let settings = Arc::new(sealstore_core::settings::Settings::sqlite(crate::db::open(&db_path)?)?);
+    let db = crate::database::Database::open(cfg.database.as_deref(), &cfg.data_dir)?;
+    let settings = Arc::new(db.settings().await?);
     let clock: Arc<dyn Clock> = if cfg.fake_clock {
         // The fake clock resumes where it was, so timestamps stay ordered across restarts.
-        let ms = sealstore_core::blocking::wait(settings.get_i64(FAKE_CLOCK_OFFSET))?.unwrap_or(0);
+        let ms = settings.get_i64(FAKE_CLOCK_OFFSET).await?.unwrap_or(0);
         Arc::new(ManualClock::with_offset(chrono::TimeDelta::milliseconds(ms)))
     } else {
         Arc::new(SystemClock)
     };
-    let store = SqliteKmsStore::new(crate::db::open(&db_path)?)?;
-    let kms = Kms::open(Arc::new(store), Sealer::new(&root), clock.clone())?;
+    let store = db.kms_store().await?;
+    // The core is synchronous and loads its state with blocking waits.
+    let kms = tokio::task::spawn_blocking({
+        let sealer = Sealer::new(&root);
+        let clock = clock.clone();
+        move || Kms::open(store, sealer, clock)
+    })
+    .await??;
     if let Some(n) = cfg.kms_ops_per_minute {
         // The Google-managed key's internal project is not a customer project: no quota.
         kms.set_quota(n, &[crate::keyservice::GOOGLE_MANAGED_PROJECT]);
     }
-    let policies = Arc::new(PolicyStore::sqlite(crate::db::open(&db_path)?)?);
-    let tokens = Arc::new(crate::iam::tokens::TokenStore::sqlite(
-        crate::db::open(&db_path)?,
-        &root,
-    )?);
-    let hmac_keys = Arc::new(crate::iam::hmac_keys::HmacKeyStore::sqlite(
-        crate::db::open(&db_path)?,
-        Sealer::new(&root),
-    )?);
+    let policies = Arc::new(db.policies().await?);
+    let tokens = Arc::new(db.tokens(&root).await?);
+    let hmac_keys = Arc::new(db.hmac_keys(&root).await?);
     let audit = Arc::new(crate::audit::AuditLog::open(
         &cfg.data_dir.join("audit.log"),
         cfg.audit_stdout,
@@ -193,7 +193,7 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
         policies.clone(),
         audit.clone(),
     )?);
-    let meta = Arc::new(crate::storage::meta::SqliteMetaStore::open(&db_path)?);
+    let meta = db.meta().await?;
     let blobs = blob_store(cfg.blob_store.as_deref(), &cfg.data_dir)?;
     let blob_dir = match cfg.blob_store.as_deref() {
         None => Some(cfg.data_dir.join("blobs")),
@@ -240,11 +240,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .as_ref()
         .map(|(cert, key)| crate::tls::server_config(cert, key))
         .transpose()?;
-    let state = tokio::task::spawn_blocking({
-        let cfg = cfg.clone();
-        move || build(&cfg)
-    })
-    .await??;
+    let state = build(&cfg).await?;
     state.kms.start_wrapping_key_pool();
     // Crash leftovers: blobs no row references. Nothing is writing yet, so all go.
     let swept = state

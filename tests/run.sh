@@ -31,3 +31,6 @@ cargo fmt --all -- --check
 # tests below reuse it.
 cargo test --release --workspace
 SEALSTORE_BIN="$PWD/target/release/sealstore" GSUTIL_BIN="$PWD/$gsutil_venv/bin/gsutil" "$venv/bin/pytest" -q tests/clients "$@"
+# The same client suite again with every store in PostgreSQL (`SEALSTORE_DATABASE`, one
+# database per data dir on a throwaway cluster the suite starts itself).
+SEALSTORE_TEST_DATABASE=postgres SEALSTORE_BIN="$PWD/target/release/sealstore" GSUTIL_BIN="$PWD/$gsutil_venv/bin/gsutil" "$venv/bin/pytest" -q tests/clients "$@"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import google_crc32c
+import pgcluster
 import pytest
 import requests
 from google.api_core.client_options import ClientOptions
@@ -115,6 +116,7 @@ class Server:
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         env["NO_COLOR"] = "1"
+        env.update(pgcluster.database_env(self.data_dir))
         self.log.append(f"--- starting: {' '.join(cmd)}\n")
         proc = subprocess.Popen(
             cmd,
@@ -777,6 +779,8 @@ def run_sealstore_cli(*args: str, check: bool = True) -> subprocess.CompletedPro
     cmd = [str(sealstore_bin()), *args]
     env = dict(os.environ)
     env["NO_COLOR"] = "1"
+    if "--data-dir" in args:
+        env.update(pgcluster.database_env(Path(args[args.index("--data-dir") + 1])))
     proc = subprocess.run(
         cmd,
         stdin=subprocess.DEVNULL,

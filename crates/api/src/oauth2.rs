@@ -86,7 +86,7 @@ pub async fn token(State(app): State<AppState>, body: axum::body::Body) -> Respo
             "Missing required parameter: refresh_token",
         );
     };
-    match app.tokens.authenticate(&token).await {
+    match app.tokens.authenticate_fresh(&token).await {
         Ok(Some(principal)) => {
             app.audit(&principal, "POST oauth2/v4/token", "oauth2/token", "", "OK");
             let mut body = json!({

@@ -1,6 +1,6 @@
 //! Opening the SQLite database shared by every layer's store (`DIR/sealstore.db`).
 
-use rusqlite::Connection;
+pub use rusqlite::Connection;
 use std::path::Path;
 
 /// WAL for concurrent readers; `synchronous=FULL` so an acknowledged write survives a

@@ -17,6 +17,9 @@ pub enum PgError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database pool: {0}")]
     Build(#[from] deadpool_postgres::BuildError),
+    /// The runtime a store's connections run on could not start or failed.
+    #[error("database runtime: {0}")]
+    Runtime(String),
 }
 
 /// A pool of at most `size` connections to `url`. Connections open lazily, so this
@@ -56,7 +59,7 @@ impl PgError {
         match self {
             Self::Pool(_) => true,
             Self::Db(e) => e.code().is_none(),
-            Self::Url(_) | Self::Build(_) => false,
+            Self::Url(_) | Self::Build(_) | Self::Runtime(_) => false,
         }
     }
 

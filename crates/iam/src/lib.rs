@@ -36,19 +36,27 @@ pub async fn has_permission_where(
     permission: &str,
     public_ok: bool,
 ) -> Result<bool, IamError> {
-    for policy in store.chain(chain).await? {
-        let granted = policy.bindings.iter().any(|b| {
-            b.condition.is_none()
-                && roles::grants(&b.role, permission)
-                && b.members
-                    .iter()
-                    .any(|m| m == member || (public_ok && is_public_member(m)))
-        });
-        if granted {
-            return Ok(true);
-        }
+    let grants = |policies: &[std::sync::Arc<Policy>]| {
+        policies.iter().any(|policy| {
+            policy.bindings.iter().any(|b| {
+                b.condition.is_none()
+                    && roles::grants(&b.role, permission)
+                    && b.members
+                        .iter()
+                        .any(|m| m == member || (public_ok && is_public_member(m)))
+            })
+        })
+    };
+    let (policies, read_now) = store.chain(chain, false).await?;
+    if grants(&policies) {
+        return Ok(true);
     }
-    Ok(false)
+    // A denial is never judged on a cached version: a grant just made by another
+    // process (the CLI, another gateway) counts at once.
+    if read_now {
+        return Ok(false);
+    }
+    Ok(grants(&store.chain(chain, true).await?.0))
 }
 
 #[cfg(test)]

@@ -64,12 +64,33 @@ impl Kms {
         }
     }
 
-    /// One refresher pass: a cheap epoch read, and the write lock only on a change.
+    /// One refresher pass: a cheap epoch read; on a change the new state is loaded
+    /// without any lock (crypto keeps going meanwhile) and swapped in under the write
+    /// lock only if no commit here got further in between.
     fn refresh(&self) {
         let seen = self.inner.epoch.load(Ordering::SeqCst);
         match self.inner.store.epoch() {
             Ok(epoch) if epoch == seen => self.mark_validated(),
-            Ok(_) => drop(self.write()),
+            Ok(_) => match self
+                .inner
+                .store
+                .load()
+                .map_err(KmsError::from)
+                .and_then(|snap| Ok((snap.epoch, Self::state_from(snap, self.sealer())?)))
+            {
+                Ok((epoch, fresh)) => {
+                    let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
+                    // Epochs only grow: an older snapshot than what a local commit left
+                    // is dropped (the next pass looks again).
+                    if epoch >= self.inner.epoch.load(Ordering::SeqCst) {
+                        *state = fresh;
+                        self.inner.epoch.store(epoch, Ordering::SeqCst);
+                        self.mark_validated();
+                        tracing::debug!(epoch, "reloaded KMS state changed by another process");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not reload KMS state"),
+            },
             Err(e) => tracing::warn!(error = %e, "could not read the KMS store's epoch"),
         }
     }

@@ -45,13 +45,21 @@ async fn preconditions(a: &PolicyStore) {
     assert_eq!(a.get("r").await.unwrap(), last);
 }
 
-/// Every change made through `b` is seen by `a`'s very next cached check.
+/// A grant made through `b` is seen by `a`'s very next check; a revocation through `b`
+/// by `b` at once and by `a` within `VERSION_TTL`.
 async fn invalidation(a: &PolicyStore, b: &PolicyStore) {
     let chain = vec!["projects/p/buckets/k".to_owned(), "projects/p".to_owned()];
-    let has = async |m: &str| {
-        crate::has_permission(a, m, &chain, "storage.objects.get")
+    let has_on = async |s: &PolicyStore, m: &str| {
+        crate::has_permission(s, m, &chain, "storage.objects.get")
             .await
             .unwrap()
+    };
+    let has = async |m: &str| has_on(a, m).await;
+    // Past the bound, `a` must have seen the revocation.
+    let revoked = async |m: &str, what: &str| {
+        assert!(!has_on(b, m).await, "{what}: through the writing store, at once");
+        tokio::time::sleep(super::VERSION_TTL + std::time::Duration::from_millis(50)).await;
+        assert!(!has(m).await, "{what}: through the other store, within VERSION_TTL");
     };
     assert!(!has("user:a@x").await);
     assert!(!has("user:a@x").await, "served from the cache");
@@ -59,19 +67,27 @@ async fn invalidation(a: &PolicyStore, b: &PolicyStore) {
         .await
         .unwrap();
     assert!(has("user:a@x").await, "an add through the other store");
+    assert!(has("user:a@x").await, "a cached grant");
     b.rename("projects/p", "projects/gone").await.unwrap();
-    assert!(!has("user:a@x").await, "a rename away");
+    revoked("user:a@x", "a rename away").await;
     b.rename("projects/gone", "projects/p/buckets/k").await.unwrap();
     assert!(has("user:a@x").await, "a rename onto a resource of the chain");
     let current = b.get("projects/p/buckets/k").await.unwrap();
     let mut replaced = current.clone();
     replaced.bindings = vec![binding("roles/storage.objectViewer", &["user:z@x"])];
     b.set("projects/p/buckets/k", replaced).await.unwrap();
-    assert!(!has("user:a@x").await, "a set");
-    assert!(has("user:z@x").await);
+    assert!(has("user:z@x").await, "a grant by set");
+    revoked("user:a@x", "a set").await;
     b.remove("projects/p/buckets/k").await.unwrap();
-    assert!(!has("user:z@x").await, "a remove");
+    revoked("user:z@x", "a remove").await;
     assert_eq!(a.get("projects/p/buckets/k").await.unwrap(), Policy::empty());
+    // A write through `a` itself is seen by `a` at once, cache or not.
+    a.add_binding("projects/p", "roles/storage.objectViewer", "user:c@x")
+        .await
+        .unwrap();
+    assert!(has("user:c@x").await);
+    a.remove("projects/p").await.unwrap();
+    assert!(!has("user:c@x").await, "a remove through the checking store");
     // Removing or renaming nothing is fine.
     b.remove("projects/none").await.unwrap();
     b.rename("projects/none", "projects/none2").await.unwrap();

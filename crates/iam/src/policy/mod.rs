@@ -19,6 +19,7 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Condition {
@@ -106,11 +107,12 @@ pub fn validate(policy: &Policy) -> Result<(), IamError> {
     Ok(())
 }
 
-/// Policies, with a cache validated on every check: each write (by this process or
-/// any other on the same database, such as the `iam` CLI) bumps one version number in
-/// the same transaction, and a check reads that number (one indexed row) before it
-/// trusts cached policies. So a change is seen by the next request, with no staleness,
-/// while a check costs one small query instead of a read and parse per resource.
+/// Policies, with a cache validated against one version number: each write (by this
+/// process or any other on the same database, such as the `iam` CLI or another gateway)
+/// bumps it in the same transaction. A check trusts the cache while the version was read
+/// less than `VERSION_TTL` ago, so most checks touch no database at all; a check that
+/// would deny reads the version again first. So a grant is seen at once everywhere, and a
+/// revocation made elsewhere within `VERSION_TTL` (through this store: at once).
 ///
 /// Where policies live is a `PolicyBackend`: SQLite (the embedded default), PostgreSQL,
 /// or memory.
@@ -121,8 +123,17 @@ pub struct PolicyStore {
 
 struct PolicyCache {
     version: i64,
+    /// When `version` was read from the backend (timed from before the read); `None`
+    /// after a write through this store, so the next check reads it again.
+    confirmed: Option<Instant>,
+    /// Writes through this store so far: a version read that a write overtook confirms
+    /// nothing (it may predate the write).
+    writes: u64,
     policies: HashMap<String, Arc<Policy>>,
 }
+
+/// How long a version read is trusted: the bound on seeing another process's revocation.
+pub const VERSION_TTL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Cached policies kept at most; beyond it the cache starts over.
 const MAX_CACHED: usize = 10_000;
@@ -139,6 +150,8 @@ impl PolicyStore {
             backend,
             cache: Mutex::new(PolicyCache {
                 version: -1,
+                confirmed: None,
+                writes: 0,
                 policies: HashMap::new(),
             }),
         }
@@ -163,11 +176,48 @@ impl PolicyStore {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The policies of `chain`, in order, from the cache when it is current.
-    pub async fn chain(&self, chain: &[String]) -> Result<Vec<Arc<Policy>>, IamError> {
-        // Read before any policy: whatever is fetched below is at least this new, so
-        // caching it under this version never hides a later change.
-        let version = self.backend.version().await?;
+    /// The version confirmed less than `VERSION_TTL` ago, if any.
+    fn recent_version(&self) -> Option<i64> {
+        let cache = self.cache();
+        cache
+            .confirmed
+            .filter(|at| at.elapsed() < VERSION_TTL)
+            .map(|_| cache.version)
+    }
+
+    /// Forgets when the version was confirmed: called after every write through this
+    /// store, so this process sees its own writes at once.
+    fn written(&self) {
+        let mut cache = self.cache();
+        cache.confirmed = None;
+        cache.writes += 1;
+    }
+
+    /// The policies of `chain`, in order, from the cache when it is current; with
+    /// `fresh`, the version is read from the backend whatever its age. Also says whether
+    /// the version was read now.
+    pub async fn chain(&self, chain: &[String], fresh: bool) -> Result<(Vec<Arc<Policy>>, bool), IamError> {
+        let (version, read_now) = match self.recent_version().filter(|_| !fresh) {
+            Some(v) => (v, false),
+            None => {
+                // Read before any policy: whatever is fetched below is at least this
+                // new, so caching it under this version never hides a later change.
+                let at = Instant::now();
+                let writes = self.cache().writes;
+                let v = self.backend.version().await?;
+                let mut cache = self.cache();
+                if v > cache.version {
+                    cache.version = v;
+                    cache.confirmed = None;
+                    cache.policies.clear();
+                }
+                // Version and confirmation change together, under one lock.
+                if v == cache.version && writes == cache.writes {
+                    cache.confirmed = Some(cache.confirmed.map_or(at, |c| c.max(at)));
+                }
+                (v, true)
+            }
+        };
         let mut out: Vec<Option<Arc<Policy>>> = Vec::with_capacity(chain.len());
         let mut missing = vec![];
         {
@@ -192,7 +242,7 @@ impl PolicyStore {
             }
         }
         if missing.is_empty() {
-            return Ok(out.into_iter().flatten().collect());
+            return Ok((out.into_iter().flatten().collect(), read_now));
         }
         let fetched = self.backend.get_many(&missing).await?;
         let fetched: HashMap<String, Arc<Policy>> = missing
@@ -202,7 +252,7 @@ impl PolicyStore {
             .collect();
         let mut cache = self.cache();
         let usable = version == cache.version;
-        Ok(chain
+        let policies = chain
             .iter()
             .zip(out)
             .map(|(resource, hit)| {
@@ -217,7 +267,8 @@ impl PolicyStore {
                     p
                 })
             })
-            .collect())
+            .collect();
+        Ok((policies, read_now))
     }
 
     pub async fn get(&self, resource: &str) -> Result<Policy, IamError> {
@@ -244,7 +295,9 @@ impl PolicyStore {
         if policy.version == 0 {
             policy.version = 1;
         }
-        if !self.backend.put(resource, &policy, expected.as_deref()).await? {
+        let stored = self.backend.put(resource, &policy, expected.as_deref()).await;
+        self.written();
+        if !stored? {
             return Err(stale(resource));
         }
         Ok(policy)
@@ -253,13 +306,17 @@ impl PolicyStore {
     /// Moves `from`'s policy to `to` (replacing any there); nothing to move is fine.
     /// A soft-deleted bucket keeps its policy this way, under a name no request reaches.
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), IamError> {
-        self.backend.rename(from, to).await
+        let r = self.backend.rename(from, to).await;
+        self.written();
+        r
     }
 
     /// Removes a resource's policy (its resource was deleted; a new resource with the same
     /// name must not inherit it).
     pub async fn remove(&self, resource: &str) -> Result<(), IamError> {
-        self.backend.remove(resource).await
+        let r = self.backend.remove(resource).await;
+        self.written();
+        r
     }
 
     /// Adds `member` to `role` on `resource` (read-modify-write with the etag, retried

@@ -21,15 +21,53 @@ pub struct PgKmsStore {
     pool: Pool,
     /// The runtime the pool's connections run on; the synchronous core waits there.
     runtime: tokio::runtime::Handle,
+    /// Set by `connect`: the store's own runtime, stopped when the store goes.
+    _own: Option<OwnRuntime>,
+}
+
+/// A runtime that is shut down without waiting (dropping a runtime from async code
+/// would panic).
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl PgKmsStore {
+    /// The store on a pool of its own whose connections run on a runtime of its own.
+    /// The core holds its state lock across a commit and request threads wait on that
+    /// lock synchronously; if the connections ran on the request runtime, a connection
+    /// task queued behind such a waiting thread could never run, and the commit would
+    /// wait forever.
+    pub async fn connect(url: &str, size: usize) -> Result<Self, StoreError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kms-db")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Postgres(PgError::Runtime(e.to_string())))?;
+        let pool = pg::pool(url, size)?;
+        let store = rt
+            .spawn(Self::new(pool))
+            .await
+            .map_err(|e| StoreError::Postgres(PgError::Runtime(e.to_string())))??;
+        Ok(Self {
+            _own: Some(OwnRuntime(Some(rt))),
+            ..store
+        })
+    }
+
     /// Creates the tables if they are missing.
     pub async fn new(pool: Pool) -> Result<Self, StoreError> {
         pg::migrate(&pool, DDL).await?;
         Ok(Self {
             pool,
             runtime: tokio::runtime::Handle::current(),
+            _own: None,
         })
     }
 

@@ -357,6 +357,31 @@ fn envelope_parts(doc: &str) -> StorageResult<usize> {
     Ok(serde_json::from_str::<Doc>(doc)?.envelope.parts.len())
 }
 
+/// PostgreSQL text cannot hold NUL, but callers use it in bounds: the S3 face asks for
+/// names from `marker + "\0"` (the least name after the marker). No stored name holds a
+/// NUL, so for `p + "\0" + rest`, "at or after" means "after `p`", and "before" means
+/// "at or before `p`" (before `p + "\u{1}"`).
+fn without_nul_bounds(q: &ListQuery) -> std::borrow::Cow<'_, ListQuery> {
+    let cut = |s: &str| s.find('\0').map(|i| s[..i].to_owned());
+    let start = cut(&q.start);
+    let end = q.end.as_deref().and_then(cut);
+    if start.is_none() && end.is_none() {
+        return std::borrow::Cow::Borrowed(q);
+    }
+    let mut q = q.clone();
+    if let Some(p) = start {
+        // "Strictly after (p, any generation)", unless the cursor already lies past p.
+        if q.after.as_ref().is_none_or(|(name, _)| *name <= p) {
+            q.after = Some((p.clone(), i64::MAX));
+        }
+        q.start = p;
+    }
+    if let Some(p) = end {
+        q.end = Some(format!("{p}\u{1}"));
+    }
+    std::borrow::Cow::Owned(q)
+}
+
 #[async_trait::async_trait]
 impl MetaStore for PgMetaStore {
     async fn insert_bucket(&self, b: &Bucket) -> StorageResult<()> {
@@ -481,6 +506,7 @@ impl MetaStore for PgMetaStore {
     }
 
     async fn list_objects(&self, q: &ListQuery) -> StorageResult<Vec<ObjectRecord>> {
+        let q = &without_nul_bounds(q);
         let c = self.conn().await?;
         if q.soft_deleted {
             return super::postgres_soft::list(&c, q).await;
