@@ -1,14 +1,16 @@
 //! One suite for every `KmsStore` backend (SQLite on a file, PostgreSQL on a throwaway
-//! cluster): atomic commits, the epoch check, erasure, racing writers, and two cores on
-//! one database behaving as one key manager within the staleness bound.
+//! cluster, memory shared by two cores as one database): atomic commits, the epoch
+//! check, erasure, racing writers, and two cores on one database behaving as one key
+//! manager within the staleness bound. Then every `Write` variant, applied alike by
+//! every backend.
 
-use super::{KmsStore, PgKmsStore, Sealed, SqliteKmsStore, StoreError, Write};
+use super::{KmsStore, MemoryKmsStore, PgKmsStore, Sealed, Snapshot, SqliteKmsStore, StoreError, Write};
 use crate::core::{DAY, Kms, NewCryptoKey};
 use crate::error::KmsError;
 use crate::freshness::STALENESS_BOUND;
-use crate::model::KeyRing;
-use crate::names::{CryptoKeyName, LocationName};
-use crate::types::{ProtectionLevel, Purpose, VersionState};
+use crate::model::{CryptoKey, CryptoKeyVersion, ImportJob, KeyRing, Operation, OperationKind, RetiredResource};
+use crate::names::{CryptoKeyName, KeyRingName, LocationName};
+use crate::types::{Algorithm, ImportJobState, ImportMethod, ProtectionLevel, Purpose, VersionState};
 use sealstore_core::clock::ManualClock;
 use sealstore_core::rootkey::RootKey;
 use sealstore_core::seal::Sealer;
@@ -42,6 +44,12 @@ async fn postgres_pair() -> Pair {
         .await
         .unwrap();
     (Arc::new(a), Arc::new(b))
+}
+
+/// One store as both: two cores sharing one `Arc<MemoryKmsStore>` share its state.
+fn memory_pair() -> Pair {
+    let s = Arc::new(MemoryKmsStore::new());
+    (s.clone(), s)
 }
 
 fn ring(id: &str) -> KeyRing {
@@ -190,4 +198,214 @@ async fn sqlite_file() {
 async fn postgres() {
     let pair = postgres_pair().await;
     suite(&pair);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory() {
+    suite(&memory_pair());
+}
+
+fn at() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap()
+}
+
+fn ring_name() -> KeyRingName {
+    LocationName::new("p", "us-east1").unwrap().key_ring("w").unwrap()
+}
+
+fn key(id: &str, next_version_id: u32) -> CryptoKey {
+    CryptoKey {
+        name: ring_name().crypto_key(id).unwrap(),
+        purpose: Purpose::ENCRYPT_DECRYPT,
+        create_time: at(),
+        primary: Some(1),
+        rotation_period: None,
+        next_rotation_time: None,
+        protection_level: ProtectionLevel::SOFTWARE,
+        algorithm: Algorithm::GOOGLE_SYMMETRIC_ENCRYPTION,
+        labels: [("a".to_owned(), "b".to_owned())].into(),
+        import_only: false,
+        destroy_scheduled_duration: DAY,
+        next_version_id,
+    }
+}
+
+fn version(key: &CryptoKey, id: u32, state: VersionState) -> CryptoKeyVersion {
+    CryptoKeyVersion {
+        name: key.name.version(id),
+        state,
+        protection_level: ProtectionLevel::SOFTWARE,
+        algorithm: Algorithm::GOOGLE_SYMMETRIC_ENCRYPTION,
+        create_time: at(),
+        generate_time: Some(at()),
+        destroy_time: None,
+        destroy_event_time: None,
+        import_job: None,
+        import_time: None,
+        import_failure_reason: None,
+        generation_failure_reason: None,
+        imported: false,
+        fingerprint: Some(vec![9; 4]),
+    }
+}
+
+fn job(state: ImportJobState, public_key_der: Option<Vec<u8>>) -> ImportJob {
+    ImportJob {
+        name: ring_name().import_job("j").unwrap(),
+        import_method: ImportMethod::RSA_OAEP_3072_SHA256,
+        protection_level: ProtectionLevel::SOFTWARE,
+        create_time: at(),
+        generate_time: None,
+        expire_time: at(),
+        expire_event_time: None,
+        state,
+        public_key_der,
+    }
+}
+
+/// A snapshot as JSON, versions in name order (SQLite lists them in insertion order).
+fn canonical(mut snap: Snapshot) -> serde_json::Value {
+    snap.versions.sort_by_key(|(v, _)| v.name.to_string());
+    serde_json::json!({
+        "key_rings": snap.key_rings,
+        "keys": snap.keys,
+        "versions": snap.versions,
+        "import_jobs": snap.import_jobs,
+        "retired": snap.retired,
+        "operations": snap.operations,
+    })
+}
+
+/// Every `Write` variant and `Sealed` action on a fresh store, checked as it goes;
+/// returns the end state for comparison across backends.
+fn every_write(s: &dyn KmsStore) -> serde_json::Value {
+    let e0 = s.epoch().unwrap();
+    let commit = |writes: &[Write<'_>]| {
+        let e = s.epoch().unwrap();
+        assert_eq!(s.commit(writes, e).unwrap(), e + 1);
+    };
+    let sealed = |name: &CryptoKeyVersion| s.sealed_secret(&name.name.to_string()).unwrap();
+    let kr = KeyRing {
+        name: ring_name(),
+        create_time: at(),
+    };
+    let (k, gone) = (key("k", 3), key("gone", 2));
+    let (v1, v2, gv) = (
+        version(&k, 1, VersionState::ENABLED),
+        version(&k, 2, VersionState::ENABLED),
+        version(&gone, 1, VersionState::ENABLED),
+    );
+    commit(&[
+        Write::KeyRing(&kr),
+        Write::Key(&k),
+        Write::Key(&gone),
+        Write::Version(&v1, Sealed::Set(b"m1")),
+        Write::Version(&v2, Sealed::Keep),
+        Write::Version(&gv, Sealed::Set(b"g1")),
+    ]);
+    assert_eq!(sealed(&v1).as_deref(), Some(&b"m1"[..]));
+    assert_eq!(sealed(&v2), None, "a new record kept nothing");
+    assert_eq!(sealed(&gv).as_deref(), Some(&b"g1"[..]));
+
+    // Keep: the document is replaced, the secret stays.
+    let v1_off = version(&k, 1, VersionState::DISABLED);
+    commit(&[Write::Version(&v1_off, Sealed::Keep)]);
+    assert_eq!(sealed(&v1).as_deref(), Some(&b"m1"[..]));
+    // Set replaces the secret; Erase clears it and keeps the record.
+    commit(&[Write::Version(&v2, Sealed::Set(b"m2"))]);
+    assert_eq!(sealed(&v2).as_deref(), Some(&b"m2"[..]));
+    let v2_gone = version(&k, 2, VersionState::DESTROYED);
+    commit(&[Write::Version(&v2_gone, Sealed::Erase)]);
+    assert_eq!(sealed(&v2), None, "erased");
+
+    // The same for import jobs' private keys.
+    let j = job(ImportJobState::PENDING_GENERATION, None);
+    let jname = j.name.to_string();
+    commit(&[Write::ImportJob(&j, Sealed::Set(b"pk"))]);
+    assert_eq!(s.sealed_secret(&jname).unwrap().as_deref(), Some(&b"pk"[..]));
+    let j_active = job(ImportJobState::ACTIVE, Some(vec![1, 2, 3]));
+    commit(&[Write::ImportJob(&j_active, Sealed::Keep)]);
+    assert_eq!(s.sealed_secret(&jname).unwrap().as_deref(), Some(&b"pk"[..]));
+    let j_expired = job(ImportJobState::EXPIRED, Some(vec![1, 2, 3]));
+    commit(&[Write::ImportJob(&j_expired, Sealed::Erase)]);
+    assert_eq!(s.sealed_secret(&jname).unwrap(), None);
+
+    // Retired resources and operations upsert by name; the later of two writes of one
+    // record in one commit wins.
+    let retired = RetiredResource {
+        name: "projects/p/locations/us-east1/retiredResources/1".into(),
+        original_resource: gone.name.to_string(),
+        resource_type: "CryptoKey".into(),
+        delete_time: at(),
+    };
+    let op = |kind| Operation {
+        name: "projects/p/locations/us-east1/operations/1".into(),
+        kind,
+    };
+    let (op1, op2) = (
+        op(OperationKind::DeleteCryptoKeyVersion),
+        op(OperationKind::DeleteCryptoKey {
+            retired_resource: retired.name.clone(),
+        }),
+    );
+    let k_renumbered = key("k", 7);
+    commit(&[
+        Write::Retired(&retired),
+        Write::Operation(&op1),
+        Write::Operation(&op2),
+        Write::Key(&k_renumbered),
+        Write::Key(&k),
+    ]);
+
+    // DeleteKey removes the key record only; DeleteVersion the version and its secret.
+    // Deleting what is not there is no error.
+    commit(&[
+        Write::DeleteKey(&gone.name.to_string()),
+        Write::DeleteVersion(&gv.name.to_string()),
+        Write::DeleteVersion("no/such/version"),
+        Write::DeleteKey("no/such/key"),
+    ]);
+    assert_eq!(sealed(&gv), None);
+    // An empty commit still bumps the epoch.
+    commit(&[]);
+    assert_eq!(s.epoch().unwrap(), e0 + 10);
+
+    let snap = s.load().unwrap();
+    assert_eq!(snap.epoch, e0 + 10);
+    let end = canonical(snap);
+    let expect = canonical(Snapshot {
+        key_rings: vec![kr.clone()],
+        keys: vec![k.clone()],
+        versions: vec![(v1_off, Some(b"m1".to_vec())), (v2_gone, None)],
+        import_jobs: vec![(j_expired, None)],
+        retired: vec![retired],
+        operations: vec![op2],
+        epoch: 0,
+    });
+    assert_eq!(end, expect);
+    // A stale commit of every variant changes nothing.
+    let stale = s.commit(
+        &[
+            Write::KeyRing(&kr),
+            Write::Version(&v1, Sealed::Erase),
+            Write::DeleteKey(&k.name.to_string()),
+        ],
+        e0,
+    );
+    assert!(matches!(stale, Err(StoreError::Stale)), "{stale:?}");
+    assert_eq!(canonical(s.load().unwrap()), end);
+    assert_eq!(sealed(&v1).as_deref(), Some(&b"m1"[..]));
+    end
+}
+
+/// Memory and PostgreSQL end every write exactly where SQLite does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_write_applies_alike() {
+    let ((sqlite, _), dir) = sqlite_pair();
+    let reference = every_write(sqlite.as_ref());
+    assert_eq!(every_write(&MemoryKmsStore::new()), reference, "memory");
+    let (pg, _) = postgres_pair().await;
+    assert_eq!(every_write(pg.as_ref()), reference, "postgres");
+    drop(sqlite);
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -9,9 +9,11 @@
 
 #[cfg(test)]
 mod conformance;
+mod memory;
 mod postgres;
 mod sqlite;
 
+pub use memory::MemoryKmsStore;
 pub use postgres::PgKmsStore;
 pub use sqlite::SqliteKmsStore;
 

@@ -1,7 +1,8 @@
 //! One suite every `MetaStore` passes: each check below runs against SQLite (a temp
-//! file) and PostgreSQL (a fresh database on the throwaway cluster the test process
-//! owns). Races use many tasks on a multi-thread runtime, so the backends' own
-//! serialisation (SQLite's single writer, PostgreSQL's locks) is what is tested.
+//! file), PostgreSQL (a fresh database on the throwaway cluster the test process
+//! owns) and the in-memory store. Races use many tasks on a multi-thread runtime, so
+//! the backends' own serialisation (SQLite's single writer, PostgreSQL's locks, the
+//! memory store's one mutex) is what is tested.
 
 use super::{ListQuery, MetaStore, MoveSpec, ReplaceCheck, RestoreSpec};
 use crate::error::StorageError;
@@ -1088,8 +1089,21 @@ async fn postgres(url: &str) -> Store {
     Arc::new(super::PgMetaStore::new(pool).await.unwrap())
 }
 
+/// A fresh in-memory store.
+fn memory() -> Store {
+    Arc::new(super::MemoryMetaStore::new())
+}
+
 macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    super::$check(super::memory()).await;
+                }
+            )*
+        }
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1142,6 +1156,45 @@ async fn sqlite_generations_continue_after_reopen() {
     commit(&s, &obj("b", "o", far), false).await;
     drop(s);
     assert_eq!(file.open().next_generation(0).await.unwrap(), far + 1);
+}
+
+/// A memory store starts empty with generations from 0: nothing is persisted, so a new
+/// one shares nothing with an earlier one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_stores_start_empty() {
+    let a = memory();
+    a.insert_bucket(&bucket("b")).await.unwrap();
+    assert_eq!(a.next_generation(0).await.unwrap(), 1);
+    let b = memory();
+    assert!(b.get_bucket("b").await.unwrap().is_none());
+    assert_eq!(b.next_generation(0).await.unwrap(), 1);
+}
+
+/// A caller's check that panics (it runs under the memory store's lock) leaves the
+/// store usable and unchanged: checks run before anything is changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_survives_a_panicking_check() {
+    let s = memory();
+    s.insert_bucket(&bucket("b")).await.unwrap();
+    commit(&s, &obj("b", "o", 10), false).await;
+    let s2 = s.clone();
+    let panicked = tokio::spawn(async move {
+        s2.commit_object(
+            &obj("b", "o", 20),
+            &none(),
+            false,
+            Box::new(|_| panic!("a check panics")),
+        )
+        .await
+    })
+    .await;
+    assert!(panicked.is_err());
+    assert_eq!(s.get_object("b", "o", None).await.unwrap().unwrap().generation, 10);
+    commit(&s, &obj("b", "o", 30), false).await;
+    assert_eq!(
+        names(&s.list_objects(&list_q("b", true, 10)).await.unwrap()),
+        [("o".into(), 30)]
+    );
 }
 
 /// Two gateways on one PostgreSQL database: generations stay distinct and increasing

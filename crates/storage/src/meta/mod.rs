@@ -1,11 +1,14 @@
 //! The metadata store: buckets, object generations, sessions, uploads and background
 //! job state, behind one async trait. Each mutation is one transaction, and
 //! preconditions are checked inside it, so concurrent writers (in one process or many)
-//! cannot interleave. Backends: SQLite (embedded default; `:memory:` for fast tests)
-//! and PostgreSQL (many gateways). Every backend passes `conformance.rs`.
+//! cannot interleave. Backends: SQLite (embedded default; `:memory:` for fast tests),
+//! PostgreSQL (many gateways) and plain in-memory maps (`memory://`: fast engine tests,
+//! nothing persisted). Every backend passes `conformance.rs`.
 
 #[cfg(test)]
 mod conformance;
+mod memory;
+mod memory_soft;
 mod postgres;
 mod postgres_soft;
 mod sqlite;
@@ -15,6 +18,7 @@ use crate::error::StorageResult;
 use crate::model::{Bucket, ObjectRecord, Preconditions, UploadSession};
 use std::collections::HashMap;
 
+pub use memory::MemoryMetaStore;
 pub use postgres::PgMetaStore;
 pub use sqlite::SqliteMetaStore;
 
