@@ -81,6 +81,7 @@ impl HttpServer {
             root_key_env: None,
             allow_public_dev: false,
             database: None,
+            node_id: None,
             blob_store: Some("memory://".into()),
             inline_max_bytes: 65536,
             auto_grant_service_agent: true,
@@ -97,7 +98,7 @@ impl HttpServer {
             default_soft_delete_seconds: 0,
         };
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let state = rt.block_on(sealstore::server::build(&cfg)).unwrap();
+        let state = rt.block_on(sealstore::server::build(&cfg)).unwrap().state;
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let router = sealstore::api::router(state.clone());

@@ -6,10 +6,11 @@ use crate::iam::PolicyStore;
 use crate::iam::hmac_keys::HmacKeyStore;
 use crate::iam::tokens::TokenStore;
 use crate::kms::seal::Sealer;
-use crate::kms::store::{KmsStore, PgKmsStore, SqliteKmsStore};
+use crate::kms::store::{KmsStore, MemoryKmsStore, PgKmsStore, SqliteKmsStore};
 use crate::rootkey::RootKey;
-use crate::storage::meta::{MetaStore, PgMetaStore, SqliteMetaStore};
+use crate::storage::meta::{MemoryMetaStore, MetaStore, PgMetaStore, SqliteMetaStore};
 use anyhow::Context;
+use sealstore_core::leases::Leases;
 use sealstore_core::settings::Settings;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub enum Database {
         /// Kept for the KMS store's own pool; may carry a password, never printed.
         url: Arc<zeroize::Zeroizing<String>>,
     },
+    /// `memory://`: nothing is kept when the process ends (tests, throwaway runs).
+    Memory,
 }
 
 impl std::fmt::Debug for Database {
@@ -36,12 +39,13 @@ impl std::fmt::Debug for Database {
         match self {
             Self::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
             Self::Postgres { .. } => f.write_str("Postgres(<url redacted>)"),
+            Self::Memory => f.write_str("Memory"),
         }
     }
 }
 
 impl Database {
-    /// `spec` is `--database`: `postgres://…` (or `postgresql://…`); none means
+    /// `spec` is `--database`: `postgres://…` (or `postgresql://…`), `memory://`; none means
     /// `DATA_DIR/sealstore.db`. The pool connects lazily, so a database that is down
     /// now shows up as the first store's error, not here.
     pub fn open(spec: Option<&str>, data_dir: &Path) -> anyhow::Result<Self> {
@@ -51,9 +55,10 @@ impl Database {
                 pool: sealstore_core::pg::pool(url, PG_POOL_SIZE).context("--database")?,
                 url: Arc::new(zeroize::Zeroizing::new(url.to_owned())),
             }),
-            Some(_) => {
-                anyhow::bail!("unsupported --database: use postgres://USER@HOST:PORT/DB, or leave it unset for SQLite")
-            }
+            Some("memory://") => Ok(Self::Memory),
+            Some(_) => anyhow::bail!(
+                "unsupported --database: use postgres://USER@HOST:PORT/DB or memory://, or leave it unset for SQLite"
+            ),
         }
     }
 
@@ -65,6 +70,7 @@ impl Database {
         Ok(match self {
             Self::Sqlite(p) => Settings::sqlite(Self::sqlite(p)?)?,
             Self::Postgres { pool, .. } => Settings::postgres(pool.clone()).await?,
+            Self::Memory => Settings::memory(),
         })
     }
 
@@ -72,6 +78,7 @@ impl Database {
         Ok(match self {
             Self::Sqlite(p) => Arc::new(SqliteKmsStore::new(Self::sqlite(p)?)?),
             Self::Postgres { url, .. } => Arc::new(PgKmsStore::connect(url, KMS_POOL_SIZE).await?),
+            Self::Memory => Arc::new(MemoryKmsStore::new()),
         })
     }
 
@@ -79,6 +86,7 @@ impl Database {
         Ok(match self {
             Self::Sqlite(p) => PolicyStore::sqlite(Self::sqlite(p)?)?,
             Self::Postgres { pool, .. } => PolicyStore::postgres(pool.clone()).await?,
+            Self::Memory => PolicyStore::memory(),
         })
     }
 
@@ -86,6 +94,7 @@ impl Database {
         Ok(match self {
             Self::Sqlite(p) => TokenStore::sqlite(Self::sqlite(p)?, root)?,
             Self::Postgres { pool, .. } => TokenStore::postgres(pool.clone(), root).await?,
+            Self::Memory => TokenStore::new(Arc::new(crate::iam::tokens::MemoryTokens::default()), root),
         })
     }
 
@@ -93,6 +102,7 @@ impl Database {
         Ok(match self {
             Self::Sqlite(p) => HmacKeyStore::sqlite(Self::sqlite(p)?, Sealer::new(root))?,
             Self::Postgres { pool, .. } => HmacKeyStore::postgres(pool.clone(), Sealer::new(root)).await?,
+            Self::Memory => HmacKeyStore::memory(Sealer::new(root)),
         })
     }
 
@@ -100,6 +110,17 @@ impl Database {
         Ok(match self {
             Self::Sqlite(p) => Arc::new(SqliteMetaStore::open(p)?),
             Self::Postgres { pool, .. } => Arc::new(PgMetaStore::new(pool.clone()).await?),
+            Self::Memory => Arc::new(MemoryMetaStore::new()),
+        })
+    }
+
+    /// Leases on background work, so that of all the processes on one database exactly
+    /// one does each piece at a time.
+    pub async fn leases(&self) -> anyhow::Result<Leases> {
+        Ok(match self {
+            Self::Sqlite(p) => Leases::sqlite(Self::sqlite(p)?)?,
+            Self::Postgres { pool, .. } => Leases::postgres(pool.clone()).await?,
+            Self::Memory => Leases::memory(),
         })
     }
 }

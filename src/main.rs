@@ -156,10 +156,12 @@ fn root_and_db(dir: &DataDirArgs) -> anyhow::Result<(sealstore::rootkey::RootKey
         dir.root_key_file.as_deref(),
         env.as_ref().map(|s| s.as_str()),
     )?;
-    Ok((
-        root,
-        sealstore::database::Database::open(dir.database.as_deref(), &dir.data_dir)?,
-    ))
+    let db = sealstore::database::Database::open(dir.database.as_deref(), &dir.data_dir)?;
+    anyhow::ensure!(
+        !matches!(db, sealstore::database::Database::Memory),
+        "--database memory:// keeps nothing outside the server process; give the server's database"
+    );
+    Ok((root, db))
 }
 
 /// Runs one store call to completion for a CLI command (the stores are async). One
@@ -307,9 +309,13 @@ struct ServeArgs {
     #[arg(long, value_enum, default_value = "dev")]
     auth: AuthMode,
     /// Where metadata, KMS state, policies and tokens live: `postgres://USER[:PASSWORD]@HOST:PORT/DB`
-    /// for a database any number of gateways share; unset, DATA_DIR/sealstore.db (SQLite).
+    /// for a database any number of gateways share; `memory://` keeps nothing; unset,
+    /// DATA_DIR/sealstore.db (SQLite).
     #[arg(long, env = "SEALSTORE_DATABASE", hide_env_values = true)]
     database: Option<String>,
+    /// This gateway's name among those sharing one --database (default: the host name).
+    #[arg(long, env = "SEALSTORE_NODE_ID")]
+    node_id: Option<String>,
     /// Blob backend: `file://PATH` (default `file://DATA_DIR/blobs`) or `memory://`.
     #[arg(long, env = "SEALSTORE_BLOB_STORE")]
     blob_store: Option<String>,
@@ -433,6 +439,7 @@ fn main() -> anyhow::Result<()> {
                 allow_public_dev: args.insecure_dev_on_public_address,
                 blob_store: args.blob_store,
                 database: args.database,
+                node_id: args.node_id,
                 inline_max_bytes: args.inline_max_bytes as usize,
                 auto_grant_service_agent: args
                     .auto_grant_service_agent

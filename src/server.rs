@@ -24,8 +24,10 @@ pub struct ServeConfig {
     pub root_key_env: Option<zeroize::Zeroizing<String>>,
     /// `--insecure-dev-on-public-address`.
     pub allow_public_dev: bool,
-    /// `--database postgres://…`; none: `DATA_DIR/sealstore.db` (SQLite).
+    /// `--database postgres://…` or `memory://`; none: `DATA_DIR/sealstore.db` (SQLite).
     pub database: Option<String>,
+    /// `--node-id`: names this gateway among those on one database (default: host name).
+    pub node_id: Option<String>,
     /// `file://PATH` or `memory://`; default `file://DATA_DIR/blobs`.
     pub blob_store: Option<String>,
     /// Objects smaller than this are stored inline in their metadata row (≤ 65536).
@@ -153,7 +155,13 @@ pub fn root_key_for(
 }
 
 /// Builds the application state from the data dir.
-pub async fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
+/// What `build` opens: the application state, and the leases on background work.
+pub struct Built {
+    pub state: AppState,
+    pub leases: Arc<sealstore_core::leases::Leases>,
+}
+
+pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Built> {
     crate::files::private_dir(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let root = load_root_key(cfg)?;
     let db = crate::database::Database::open(cfg.database.as_deref(), &cfg.data_dir)?;
@@ -180,6 +188,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
     let policies = Arc::new(db.policies().await?);
     let tokens = Arc::new(db.tokens(&root).await?);
     let hmac_keys = Arc::new(db.hmac_keys(&root).await?);
+    let leases = Arc::new(db.leases().await?);
     let audit = Arc::new(crate::audit::AuditLog::open(
         &cfg.data_dir.join("audit.log"),
         cfg.audit_stdout,
@@ -206,7 +215,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
             .with_default_soft_delete(cfg.default_soft_delete_seconds)?,
     );
     kms.set_destroy_guard(Arc::new(crate::guard::RetentionGuard::new(meta, clock.clone())));
-    Ok(AppState::new(crate::api::AppStateInner {
+    let state = AppState::new(crate::api::AppStateInner {
         kms,
         policies,
         clock,
@@ -228,7 +237,37 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<AppState> {
             .as_ref()
             .map(|d| d.trim_matches('.').to_ascii_lowercase()),
         in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_in_flight.max(1))),
-    }))
+    });
+    Ok(Built { state, leases })
+}
+
+/// This process among the gateways: `--node-id` (default: the host name), the process
+/// id and a random tag, so two processes on one host, or a restarted one, never pass
+/// for each other when holding leases.
+fn holder_id(node: Option<&str>) -> String {
+    let node = node.map(str::to_owned).unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "sealstore".to_owned())
+    });
+    let mut tag = [0u8; 4];
+    let _ = aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut tag);
+    let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{node}/{}/{tag}", std::process::id())
+}
+
+/// Whether this process holds (now renewed) lease `name`. A database that cannot be
+/// reached means "not held": the work waits for a tick that can be sure.
+async fn hold(leases: &sealstore_core::leases::Leases, name: &str, holder: &str, ttl: Duration) -> bool {
+    match leases.acquire(name, holder, ttl).await {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::warn!(lease = name, error = %e, "could not take the lease on background work; skipping it");
+            false
+        }
+    }
 }
 
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
@@ -240,7 +279,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .as_ref()
         .map(|(cert, key)| crate::tls::server_config(cert, key))
         .transpose()?;
-    let state = build(&cfg).await?;
+    let Built { state, leases } = build(&cfg).await?;
+    let holder = holder_id(cfg.node_id.as_deref());
     state.kms.start_wrapping_key_pool();
     // Crash leftovers: blobs no row references. Nothing is writing yet, so all go.
     let swept = state
@@ -278,16 +318,25 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let ticker = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut n: u64 = 0;
+        // Each kind of work is done by whichever process on the database holds its
+        // lease, renewed every time it runs; a lease lapses after three missed rounds,
+        // and another process takes the work over. (KMS transitions would be applied
+        // once anyway, by the epoch check; the lease saves the others the attempt.)
+        let lifecycle_ttl = Duration::from_secs(lifecycle.interval_secs.max(1).saturating_mul(3));
         loop {
             tick.tick().await;
-            let k = kms.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || k.run_due()).await {
-                tracing::error!(error = %e, "scheduled KMS transitions panicked; retrying next tick");
+            if hold(&leases, "kms-transitions", &holder, Duration::from_secs(3)).await {
+                let k = kms.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || k.run_due()).await {
+                    tracing::error!(error = %e, "scheduled KMS transitions panicked; retrying next tick");
+                }
             }
             n += 1;
             // Lifecycle: a bounded step every interval, resuming from its cursor, so a
             // million objects never stall the server.
-            if n.is_multiple_of(lifecycle.interval_secs.max(1)) {
+            if n.is_multiple_of(lifecycle.interval_secs.max(1))
+                && hold(&leases, "lifecycle", &holder, lifecycle_ttl).await
+            {
                 if let Err(e) =
                     crate::api::lifecycle_ops::hard_deletes(&app_for_ticker, app_for_ticker.clock.now()).await
                 {
@@ -306,7 +355,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                     Err(e) => tracing::error!(error = %e, "lifecycle step failed; retrying next time"),
                 }
             }
-            if n.is_multiple_of(600) {
+            if n.is_multiple_of(600) && hold(&leases, "sweep", &holder, Duration::from_secs(1800)).await {
                 // Multipart uploads left incomplete this long are aborted (README).
                 let cutoff = app_for_ticker.clock.now() - chrono::TimeDelta::seconds(multipart_ttl);
                 match storage.abort_multipart_before(cutoff).await {
