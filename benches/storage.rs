@@ -21,6 +21,8 @@ struct Server {
     dir: std::path::PathBuf,
     /// `Authorization` header value in token mode.
     auth: Option<String>,
+    /// `--database`, if not the data dir's SQLite (the CLI needs it too).
+    database: Option<String>,
 }
 
 impl Server {
@@ -62,6 +64,11 @@ impl Server {
             url,
             dir,
             auth: None,
+            database: extra
+                .iter()
+                .position(|a| *a == "--database")
+                .and_then(|i| extra.get(i + 1))
+                .map(|s| s.to_string()),
         }
     }
 
@@ -72,6 +79,7 @@ impl Server {
             .args(["iam", "tokens", "create", "--data-dir"])
             .arg(&self.dir)
             .args(["--principal", principal, "--project", project, "--role", role])
+            .args(self.database.iter().flat_map(|d| ["--database", d.as_str()]))
             .output()
             .expect("create token");
         assert!(out.status.success(), "token create failed");
@@ -375,7 +383,13 @@ fn main() {
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let want = |s: &str| filter.is_empty() || filter.iter().any(|f| s.contains(f.as_str()));
     if want("production") {
-        production();
+        production(None);
+    }
+    if want("postgres") {
+        postgres_vs_sqlite();
+    }
+    if want("postgres-token") {
+        production(Some(sealstore_testpg::fresh_database()));
     }
     let s = Server::start(&[]);
     // Let the server finish start-up work (it pre-generates RSA import-job keys in the
@@ -401,8 +415,12 @@ fn main() {
 }
 
 /// `--auth token` and a CMEK default key: what a production gateway does per request.
-fn production() {
-    let mut s = Server::start(&["--auth", "token", "--auto-grant-service-agent"]);
+fn production(database: Option<String>) {
+    let mut args = vec!["--auth", "token", "--auto-grant-service-agent"];
+    if let Some(url) = &database {
+        args.extend(["--database", url.as_str()]);
+    }
+    let mut s = Server::start(&args);
     std::thread::sleep(Duration::from_secs(6));
     s.auth = Some(s.create_token("user:bench@example.com", "bench", "roles/owner"));
     let ring = "/v1/projects/bench/locations/us/keyRings";
@@ -415,7 +433,12 @@ fn production() {
         "/storage/v1/b?project=bench",
         serde_json::json!({"name": "bench", "encryption": {"defaultKmsKeyName": "projects/bench/locations/us/keyRings/prod/cryptoKeys/k"}}),
     );
-    streams_and_small_ops(&s, &|_: &str| true, " [token+CMEK]");
+    let label = if database.is_some() {
+        " [token+CMEK, PostgreSQL]"
+    } else {
+        " [token+CMEK]"
+    };
+    streams_and_small_ops(&s, &|_: &str| true, label);
     // The XML face in the same shape: every request signed, every object under CMEK.
     xml_api(&s, " [token+CMEK; the first JSON column is the owner's token]");
     // A scraper's own token: viewer on the server's project grants sealstore.metrics.get.
@@ -511,6 +534,7 @@ fn xml_api(s: &Server, label: &str) {
             "bench",
         ])
         .args(["--role", "roles/storage.admin"])
+        .args(s.database.iter().flat_map(|d| ["--database", d.as_str()]))
         .output()
         .expect("create HMAC key");
     let text = String::from_utf8(out.stdout).unwrap();
@@ -694,4 +718,37 @@ fn memory(s: &Server) {
             peak_before / 1024
         );
     }
+}
+
+/// 4 KiB PUT and GET with every store in PostgreSQL (a throwaway cluster, fsync and
+/// synchronous commit on) against SQLite, in one run; then the production shape on
+/// PostgreSQL.
+fn postgres_vs_sqlite() {
+    let mut figures = vec![];
+    for (label, database) in [
+        ("SQLite", None),
+        ("PostgreSQL", Some(sealstore_testpg::fresh_database())),
+    ] {
+        let extra: Vec<&str> = match &database {
+            Some(url) => vec!["--database", url.as_str()],
+            None => vec![],
+        };
+        let s = Server::start(&extra);
+        std::thread::sleep(Duration::from_secs(6));
+        agent()
+            .post(format!("{}/storage/v1/b?project=bench", s.url))
+            .send_json(serde_json::json!({"name": "bench"}))
+            .unwrap();
+        let put = small_ops(&s, true, 5.0);
+        let get = small_ops(&s, false, 5.0);
+        println!("4 KiB PUT, 16 clients, {label:<10}   {put:>8.0} ops/s");
+        println!("4 KiB GET, 16 clients, {label:<10}   {get:>8.0} ops/s");
+        figures.push((put, get));
+    }
+    let ((sp, sg), (pp, pg)) = (figures[0], figures[1]);
+    println!(
+        "PostgreSQL / SQLite:                 PUT {:.2}x, GET {:.2}x (target PUT >= 2000/s on PostgreSQL)",
+        pp / sp,
+        pg / sg
+    );
 }

@@ -111,7 +111,10 @@ impl KmsKeyService {
     /// ENCRYPT_DECRYPT key.
     fn cmek(&self, name: &str) -> Result<CryptoKeyName, KeyError> {
         let key = ResourceName::parse_key(name).map_err(|_| KeyError::Bad(name.to_owned()))?;
-        let view = self.kms.get_crypto_key(&key).map_err(|e| key_error(e, name))?;
+        let view = self
+            .kms
+            .retry_not_found(|| self.kms.get_crypto_key(&key))
+            .map_err(|e| key_error(e, name))?;
         if view.key.purpose != Purpose::ENCRYPT_DECRYPT {
             return Err(KeyError::Bad(name.to_owned()));
         }
@@ -131,7 +134,10 @@ impl KeyService for KmsKeyService {
 
     fn primary_version(&self, key_name: &str) -> Result<String, KeyError> {
         let key = ResourceName::parse_key(key_name).map_err(|_| KeyError::Bad(key_name.to_owned()))?;
-        let view = self.kms.get_crypto_key(&key).map_err(|e| key_error(e, key_name))?;
+        let view = self
+            .kms
+            .retry_not_found(|| self.kms.get_crypto_key(&key))
+            .map_err(|e| key_error(e, key_name))?;
         view.primary
             .map(|p| p.name.to_string())
             .ok_or_else(|| KeyError::Bad(key_name.to_owned()))
@@ -166,7 +172,9 @@ impl KeyService for KmsKeyService {
         if version.key != self.google {
             self.check_agent(project, &version.key, USE_TO_DECRYPT)?;
         }
-        let out = self.kms.decrypt(&version.key, wrapped, aad);
+        let out = self
+            .kms
+            .retry_not_found(|| self.kms.decrypt(&version.key, wrapped, aad));
         crate::metrics::kms_op("storage", "unwrap", "ENCRYPT_DECRYPT", outcome_of(&out));
         let out = out.map_err(|e| key_error(e, key_version))?;
         Ok(out.plaintext)

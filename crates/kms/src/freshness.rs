@@ -95,6 +95,24 @@ impl Kms {
         }
     }
 
+    /// Brings the state up to the store's epoch now; whether it changed. A lookup that
+    /// found nothing calls this before answering NOT_FOUND: another process may have made
+    /// the thing since the last refresh (a client behind a load balancer creates a key
+    /// through one gateway and uses it through the next).
+    pub fn catch_up(&self) -> bool {
+        let before = self.inner.epoch.load(Ordering::SeqCst);
+        self.refresh();
+        self.inner.epoch.load(Ordering::SeqCst) != before
+    }
+
+    /// `f`, run again once after a catch-up when it found nothing and the state moved.
+    pub fn retry_not_found<T>(&self, f: impl Fn() -> KmsResult<T>) -> KmsResult<T> {
+        match f() {
+            Err(KmsError::NotFound(_)) if self.catch_up() => f(),
+            r => r,
+        }
+    }
+
     /// Refuses when the state is older than `STALENESS_BOUND` and cannot be refreshed.
     pub(super) fn fresh(&self) -> KmsResult<()> {
         if !self.inner.stale.load(Ordering::Relaxed) {

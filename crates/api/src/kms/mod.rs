@@ -107,7 +107,9 @@ pub fn parse_path(path: &str) -> Result<(Target, Option<String>), RpcError> {
 }
 
 /// A parsed request, handed to the handlers on a blocking thread (the core uses
-/// SQLite synchronously).
+/// SQLite synchronously). Clone: a request that found nothing runs once more after the
+/// core caught up with the store.
+#[derive(Clone)]
 pub struct Request {
     pub principal: String,
     pub method: Method,
@@ -186,7 +188,11 @@ pub async fn handle(
         let principal = req.principal.clone();
         let permission = authz::requirements(&req).first().map(|(p, _)| *p).unwrap_or("");
         let op = req.verb.as_deref().and_then(sealstore_core::metrics::kms_operation);
-        let result = handlers::dispatch(&app, req).map_err(|e| e.naming(&resource));
+        let mut result = handlers::dispatch(&app, req.clone());
+        if matches!(&result, Err(e) if e.code == crate::error::Code::NotFound) && app.kms.catch_up() {
+            result = handlers::dispatch(&app, req);
+        }
+        let result = result.map_err(|e| e.naming(&resource));
         if let Some((operation, purpose)) = op {
             let outcome = match &result {
                 Ok(_) => "OK",

@@ -36,8 +36,11 @@ pub struct TokenStore {
     /// so a request costs no database read. Unknown tokens are never cached, so a token
     /// made by the CLI works at once; one revoked elsewhere stops within `CACHE_TTL`
     /// (through this store: at once).
-    cache: Mutex<HashMap<Vec<u8>, (Instant, Arc<str>)>>,
+    cache: Mutex<TokenCache>,
 }
+
+/// Token hash → (when its row was read, its principal).
+type TokenCache = HashMap<Vec<u8>, (Instant, Arc<str>)>;
 
 /// How long a valid token is trusted without reading the database again.
 pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -110,7 +113,7 @@ impl TokenStore {
         Ok((info, token))
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, (Instant, Arc<str>)>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, TokenCache> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
