@@ -388,7 +388,7 @@ fn main() {
     if want("postgres") {
         postgres_vs_sqlite();
     }
-    if want("postgres-token") {
+    if want("token-pg") {
         production(Some(sealstore_testpg::fresh_database()));
     }
     let s = Server::start(&[]);

@@ -156,6 +156,39 @@ async fn lock_name<C: GenericClient>(c: &C, bucket: &str, name: &str) -> Storage
     Ok(())
 }
 
+/// `lock_name`, `bucket_for_share` and `live_of` in one round trip: the statements
+/// are prepared first (from the connection's cache after its first use), so each
+/// query's first poll writes it at once and they go out in this order; the server runs
+/// a connection's queries in the order sent, so the name's lock is still taken first.
+async fn lock_bucket_live(
+    tx: &deadpool_postgres::Transaction<'_>,
+    bucket: &str,
+    name: &str,
+) -> StorageResult<(Option<Bucket>, Option<ObjectRecord>)> {
+    let lock = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock($1, hashtext($2 || '/' || $3))")
+        .await
+        .map_err(db)?;
+    let b = tx
+        .prepare_cached("SELECT doc FROM buckets WHERE name = $1 FOR SHARE")
+        .await
+        .map_err(db)?;
+    let l = tx
+        .prepare_cached("SELECT doc FROM objects WHERE bucket = $1 AND name = $2 AND live FOR UPDATE")
+        .await
+        .map_err(db)?;
+    let lock_params: [&(dyn ToSql + Sync); 3] = [&OBJECT_LOCK_CLASS, &bucket, &name];
+    let bucket_params: [&(dyn ToSql + Sync); 1] = [&bucket];
+    let live_params: [&(dyn ToSql + Sync); 2] = [&bucket, &name];
+    let (_, b, l) = tokio::try_join!(
+        tx.execute(&lock, &lock_params),
+        tx.query_opt(&b, &bucket_params),
+        tx.query_opt(&l, &live_params),
+    )
+    .map_err(db)?;
+    Ok((doc_of(b)?, doc_of(l)?))
+}
+
 /// The bucket, held against deletion (or another transaction's change) until this
 /// transaction ends.
 async fn bucket_for_share<C: GenericClient>(c: &C, name: &str) -> StorageResult<Option<Bucket>> {
@@ -559,11 +592,8 @@ impl MetaStore for PgMetaStore {
     ) -> StorageResult<Option<ObjectRecord>> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(db)?;
-        lock_name(&tx, &rec.bucket, &rec.name).await?;
-        let bucket = bucket_for_share(&tx, &rec.bucket)
-            .await?
-            .ok_or_else(|| no_bucket(&rec.bucket))?;
-        let live = live_of(&tx, &rec.bucket, &rec.name).await?;
+        let (bucket, live) = lock_bucket_live(&tx, &rec.bucket, &rec.name).await?;
+        let bucket = bucket.ok_or_else(|| no_bucket(&rec.bucket))?;
         pre.check(live.as_ref().map(|l| (l.generation, l.metageneration)), false)?;
         if let Some(l) = &live {
             check(l)?;
