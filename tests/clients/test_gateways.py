@@ -203,3 +203,33 @@ def test_scheduled_destruction_happens_once_whichever_gateway_runs_it(gateways):
         if "DestroyCryptoKeyVersion (scheduled)" in line and '"OK"' in line and v1 in line
     ]
     assert len(done) == 1, done
+
+
+def test_database_outage_answers_503_and_recovers_without_a_restart(tmp_path):
+    """Stop the PostgreSQL cluster under a running gateway: requests get 503 in the API's
+    format and /readyz goes red; start it again and the same process serves again."""
+    cluster = pgcluster.cluster()
+    s = Server(tmp_path / "g", ["--database", cluster.url_for(tmp_path / "outage-db")]).start()
+    try:
+        bucket = unique_bucket_name()
+        assert requests.post(f"{s.url}/storage/v1/b", params={"project": PROJECT}, json={"name": bucket}, timeout=T).ok
+        assert _put(s, bucket, "before", b"kept").status_code == 200
+        assert cluster.pg_ctl("stop").returncode == 0
+        try:
+            r = _put(s, bucket, "during", b"refused")
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == 503
+            r = requests.get(f"{s.url}/storage/v1/b/{bucket}/o/before", params={"alt": "media"}, timeout=T)
+            assert r.status_code == 503, r.text
+            eventually(lambda: requests.get(f"{s.url}/readyz", timeout=T).status_code == 503, "/readyz red", within=5)
+        finally:
+            assert cluster.pg_ctl("start").returncode == 0
+        eventually(lambda: requests.get(f"{s.url}/readyz", timeout=T).status_code == 200, "/readyz green again", within=10)
+        got = requests.get(f"{s.url}/storage/v1/b/{bucket}/o/before", params={"alt": "media"}, timeout=T)
+        assert got.status_code == 200 and got.content == b"kept"
+        assert _put(s, bucket, "after", b"ok").status_code == 200
+        names = [o["name"] for o in requests.get(f"{s.url}/storage/v1/b/{bucket}/o", timeout=T).json()["items"]]
+        assert names == ["after", "before"], "nothing of the refused write is visible"
+        assert "panicked" not in s.log_text()
+    finally:
+        s.stop()
