@@ -646,16 +646,18 @@ fn listing(s: &Server) {
         .post(format!("{}/storage/v1/b?project=bench", s.url))
         .send_json(serde_json::json!({"name": "lst"}))
         .unwrap();
-    let mut have = 0usize;
-    for total in [17_000usize, 100_000] {
-        let per_thread = (total - have) / 16;
+    // Writes names `first..first + count` (spread over 100 prefixes) from 16 clients;
+    // returns PUTs per second.
+    let fill = |first: usize, count: usize| {
+        let per_thread = count / 16;
+        let started = Instant::now();
         let threads: Vec<_> = (0..16)
             .map(|t| {
                 let url = s.url.clone();
                 std::thread::spawn(move || {
                     let mut c = Raw::connect(&url, None);
                     for i in 0..per_thread {
-                        let n = have + t * per_thread + i;
+                        let n = first + t * per_thread + i;
                         let path = format!(
                             "/upload/storage/v1/b/lst/o?uploadType=media&name=p{:03}/o{n:07}",
                             n % 100
@@ -668,7 +670,29 @@ fn listing(s: &Server) {
         for t in threads {
             t.join().unwrap();
         }
-        have += per_thread * 16;
+        (
+            per_thread * 16,
+            (per_thread * 16) as f64 / started.elapsed().as_secs_f64(),
+        )
+    };
+    let stages: Vec<usize> = std::env::var("BENCH_LISTING_STAGES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![17_000, 100_000]);
+    let mut have = 0usize;
+    let mut first_rate = None;
+    for total in stages {
+        // The last 10,000 names of each stage are timed: the PUT rate at that size.
+        let untimed = total.saturating_sub(have + 10_000);
+        have += fill(have, untimed).0;
+        let (n, rate) = fill(have, total.saturating_sub(have));
+        have += n;
+        let base = *first_rate.get_or_insert(rate);
+        println!(
+            "1-byte PUT, 16 clients, names {:>7}..{have:>7}: {rate:>8.0}/s = {:.2}x the first stage (target >= 0.9x)",
+            have - n,
+            rate / base
+        );
         let mut c = Raw::connect(&s.url, None);
         let mut best = f64::MAX;
         for _ in 0..5 {
