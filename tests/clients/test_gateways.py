@@ -233,3 +233,25 @@ def test_database_outage_answers_503_and_recovers_without_a_restart(tmp_path):
         assert "panicked" not in s.log_text()
     finally:
         s.stop()
+
+
+def test_bucket_changes_on_one_gateway_hold_on_the_other_within_the_bound(gateways):
+    a, b = gateways
+    bucket = unique_bucket_name()
+    assert requests.post(f"{a.url}/storage/v1/b", params={"project": PROJECT}, json={"name": bucket}, timeout=T).ok
+    assert requests.get(f"{b.url}/storage/v1/b/{bucket}", timeout=T).ok  # B caches it now
+    r = requests.patch(f"{a.url}/storage/v1/b/{bucket}", json={"labels": {"env": "prod"}}, timeout=T)
+    assert r.status_code == 200, r.text
+    eventually(
+        lambda: requests.get(f"{b.url}/storage/v1/b/{bucket}", timeout=T).json().get("labels") == {"env": "prod"},
+        "a label set on A, seen on B",
+    )
+    r = requests.patch(f"{a.url}/storage/v1/b/{bucket}", json={"retentionPolicy": {"retentionPeriod": "3600"}}, timeout=T)
+    assert r.status_code == 200, r.text
+
+    def retained_on_b() -> bool:
+        name = f"r-{time.monotonic_ns()}"
+        assert _put(b, bucket, name, b"kept").status_code == 200
+        return requests.delete(f"{b.url}/storage/v1/b/{bucket}/o/{name}", timeout=T).status_code == 403
+
+    eventually(retained_on_b, "a retention policy set on A, enforced by B")

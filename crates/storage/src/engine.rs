@@ -37,6 +37,9 @@ pub const MAX_COMPOSE_SOURCES: usize = 32;
 const MAX_FILTERED_PER_PAGE: usize = 10_000;
 /// Segments fetched per blob read while streaming a download (about 4 MiB).
 const READ_BATCH: u64 = 64;
+/// How long a cached bucket is used without reading it again: the bound on seeing a
+/// bucket change made by another process.
+pub const BUCKET_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Storage {
     /// Objects smaller than this many bytes are stored inline.
@@ -48,9 +51,12 @@ pub struct Storage {
     pub(super) keys: Arc<dyn KeyService>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) active_sessions: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// Bucket metadata is read on every request and rarely changes: cached, and
-    /// updated by every bucket write (this process is the only writer).
-    bucket_cache: std::sync::RwLock<std::collections::HashMap<String, Bucket>>,
+    /// Bucket metadata is read on every request and rarely changes: cached, updated by
+    /// every bucket write through this process, and read again once older than
+    /// `BUCKET_CACHE_TTL` (another gateway on the database, or the CLI, may change it).
+    /// Decisions that need certainty (a bucket deleted, retention on delete) are checked
+    /// inside the store's transaction.
+    bucket_cache: std::sync::RwLock<std::collections::HashMap<String, (std::time::Instant, Bucket)>>,
     /// Cancel flags of the re-key jobs running in this process.
     pub(super) rekey_cancel: std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
     /// Set at shutdown: running re-key jobs save their cursor and stop, staying RUNNING
@@ -506,16 +512,24 @@ impl Storage {
     }
 
     pub async fn get_bucket(&self, name: &str) -> StorageResult<Bucket> {
-        if let Some(b) = self.bucket_cache.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+        if let Some((at, b)) = self.bucket_cache.read().unwrap_or_else(|e| e.into_inner()).get(name)
+            && at.elapsed() < BUCKET_CACHE_TTL
+        {
             return Ok(b.clone());
         }
+        // Timed from before the read: the bound holds from when the row was current.
+        let at = std::time::Instant::now();
         let n = name.to_owned();
-        let b = self
-            .meta
-            .get_bucket(&n)
-            .await?
-            .ok_or_else(|| StorageError::NotFound(format!("The specified bucket does not exist: {name}")))?;
-        self.cache_bucket(&b);
+        let Some(b) = self.meta.get_bucket(&n).await? else {
+            self.forget_bucket(name);
+            return Err(StorageError::NotFound(format!(
+                "The specified bucket does not exist: {name}"
+            )));
+        };
+        self.bucket_cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(b.name.clone(), (at, b.clone()));
         Ok(b)
     }
 
@@ -528,7 +542,7 @@ impl Storage {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-            .is_none_or(|b| b.public_access_prevention != "enforced")
+            .is_none_or(|(_, b)| b.public_access_prevention != "enforced")
     }
 
     pub fn cached_bucket_project(&self, name: &str) -> Option<String> {
@@ -536,14 +550,14 @@ impl Storage {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-            .map(|b| b.project.clone())
+            .map(|(_, b)| b.project.clone())
     }
 
     fn cache_bucket(&self, b: &Bucket) {
         self.bucket_cache
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(b.name.clone(), b.clone());
+            .insert(b.name.clone(), (std::time::Instant::now(), b.clone()));
     }
 
     pub(super) fn forget_bucket(&self, name: &str) {
