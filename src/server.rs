@@ -159,6 +159,8 @@ pub fn root_key_for(
 pub struct Built {
     pub state: AppState,
     pub leases: Arc<sealstore_core::leases::Leases>,
+    /// This process's name in the leases (`holder_id`).
+    pub holder: String,
 }
 
 pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Built> {
@@ -189,6 +191,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Built> {
     let tokens = Arc::new(db.tokens(&root).await?);
     let hmac_keys = Arc::new(db.hmac_keys(&root).await?);
     let leases = Arc::new(db.leases().await?);
+    let holder = holder_id(cfg.node_id.as_deref());
     let audit = Arc::new(crate::audit::AuditLog::open(
         &cfg.data_dir.join("audit.log"),
         cfg.audit_stdout,
@@ -212,6 +215,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Built> {
     let storage = Arc::new(
         crate::storage::Storage::new(meta.clone(), blobs, keys, clock.clone())?
             .with_inline_max(cfg.inline_max_bytes)
+            .with_job_leases(leases.clone(), holder.clone())
             .with_default_soft_delete(cfg.default_soft_delete_seconds)?,
     );
     kms.set_destroy_guard(Arc::new(crate::guard::RetentionGuard::new(meta, clock.clone())));
@@ -238,7 +242,7 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Built> {
             .map(|d| d.trim_matches('.').to_ascii_lowercase()),
         in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_in_flight.max(1))),
     });
-    Ok(Built { state, leases })
+    Ok(Built { state, leases, holder })
 }
 
 /// This process among the gateways: `--node-id` (default: the host name), the process
@@ -279,8 +283,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .as_ref()
         .map(|(cert, key)| crate::tls::server_config(cert, key))
         .transpose()?;
-    let Built { state, leases } = build(&cfg).await?;
-    let holder = holder_id(cfg.node_id.as_deref());
+    let Built { state, leases, holder } = build(&cfg).await?;
     state.kms.start_wrapping_key_pool();
     // Crash leftovers: blobs no row references. Nothing is writing yet, so all go.
     let swept = state
@@ -353,6 +356,15 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 {
                     Ok((events, _)) => crate::api::lifecycle_ops::audit_events(&app_for_ticker, &events),
                     Err(e) => tracing::error!(error = %e, "lifecycle step failed; retrying next time"),
+                }
+            }
+            // Re-key jobs left RUNNING by a gateway that died: their leases lapse, and
+            // whichever process looks next takes them over from the last checkpoint.
+            if n.is_multiple_of(10) {
+                match storage.resume_rekey_jobs().await {
+                    Ok(0) => {}
+                    Ok(taken) => tracing::info!(taken, "took over re-key jobs"),
+                    Err(e) => tracing::warn!(error = %e, "looking for orphaned re-key jobs failed"),
                 }
             }
             if n.is_multiple_of(600) && hold(&leases, "sweep", &holder, Duration::from_secs(1800)).await {

@@ -62,6 +62,9 @@ pub struct Storage {
     /// Set at shutdown: running re-key jobs save their cursor and stop, staying RUNNING
     /// so the next start resumes them.
     pub(super) rekey_pause: std::sync::atomic::AtomicBool,
+    /// Leases on re-key jobs, and this process's holder name: of all processes on one
+    /// database, the holder of a job's lease runs it. `None`: this process runs them all.
+    pub(super) job_leases: Option<(Arc<sealstore_core::leases::Leases>, String)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -299,6 +302,7 @@ impl Storage {
             bucket_cache: Default::default(),
             rekey_cancel: Default::default(),
             rekey_pause: Default::default(),
+            job_leases: None,
             default_soft_delete: super::soft_delete::DEFAULT_SECONDS,
             inline_max: SEGMENT,
         })
@@ -308,6 +312,12 @@ impl Storage {
     /// their metadata row; 0 sends every object to the blob store.
     pub fn with_inline_max(mut self, bytes: usize) -> Self {
         self.inline_max = bytes.min(SEGMENT);
+        self
+    }
+
+    /// Runs a re-key job only while holding its lease in `leases` as `holder`.
+    pub fn with_job_leases(mut self, leases: Arc<sealstore_core::leases::Leases>, holder: String) -> Self {
+        self.job_leases = Some((leases, holder));
         self
     }
 

@@ -22,6 +22,9 @@ pub use super::rekey_job::{Counters, Failure, JobState, RekeyFrom, RekeyJob, Rek
 const MAX_FAILURES: usize = 100;
 /// Objects a job works on at once.
 const JOB_CONCURRENCY: usize = 32;
+/// A re-key job's lease: renewed before every page, so a gateway that dies hands its
+/// jobs over after this long (another resumes from the last checkpoint).
+pub const JOB_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What happened to one object of a job.
 enum Outcome {
@@ -128,14 +131,50 @@ impl Storage {
         }
     }
 
-    /// Restarts jobs a previous run left RUNNING.
+    /// Starts the RUNNING jobs this process does not run yet: those a previous run left,
+    /// and (called again periodically) those whose gateway died. Each starts only if its
+    /// lease is free. Returns how many were started here.
     pub async fn resume_rekey_jobs(self: &Arc<Self>) -> StorageResult<usize> {
         let jobs = self.meta.running_rekey_jobs().await?;
-        let n = jobs.len();
+        let mut n = 0;
         for j in jobs {
-            self.spawn_job(j);
+            let mine = self
+                .rekey_cancel
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&j.name);
+            if !mine && self.hold_job(&j.name).await {
+                self.spawn_job(j);
+                n += 1;
+            }
         }
         Ok(n)
+    }
+
+    /// Takes or renews the job's lease (always true without leases). A database that
+    /// cannot be reached means "not held": the job waits for a process that can be sure.
+    async fn hold_job(&self, name: &str) -> bool {
+        let Some((leases, holder)) = &self.job_leases else {
+            return true;
+        };
+        match leases
+            .acquire(&format!("rekey-job/{name}"), holder, JOB_LEASE_TTL)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(job = %name, error = %e, "could not take the re-key job's lease");
+                false
+            }
+        }
+    }
+
+    async fn release_job(&self, name: &str) {
+        if let Some((leases, holder)) = &self.job_leases
+            && let Err(e) = leases.release(&format!("rekey-job/{name}"), holder).await
+        {
+            tracing::warn!(job = %name, error = %e, "could not release the re-key job's lease; it lapses");
+        }
     }
 
     fn spawn_job(self: &Arc<Self>, job: RekeyJob) {
@@ -151,6 +190,8 @@ impl Storage {
             running.increment(1.0);
             let result = storage.run_job(job, &flag).await;
             running.decrement(1.0);
+            // Paused, finished or failed: another process may take it at once.
+            storage.release_job(&name).await;
             if let Err(e) = result {
                 tracing::error!(job = %name, error = %e, "re-key job failed");
                 if let Ok(mut j) = storage.get_rekey_job(&name).await
@@ -201,6 +242,12 @@ impl Storage {
     async fn run_job(self: &Arc<Self>, mut job: RekeyJob, cancel: &AtomicBool) -> StorageResult<()> {
         let mut since_checkpoint = 0u64;
         loop {
+            if !self.hold_job(&job.name).await {
+                // Another process holds it now (this one stalled past the lease): it
+                // continues from the last checkpoint; this one stops without writing.
+                tracing::warn!(job = %job.name, "lost the re-key job's lease; another gateway continues it");
+                return Ok(());
+            }
             let spec = ListSpec {
                 prefix: job.prefix.clone(),
                 // Noncurrent generations are protected by the key too.
