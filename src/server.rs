@@ -161,6 +161,8 @@ pub struct Built {
     pub leases: Arc<sealstore_core::leases::Leases>,
     /// This process's name in the leases (`holder_id`).
     pub holder: String,
+    /// Whether other processes may share the database (and so the blob store) now.
+    pub shared: bool,
 }
 
 pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Built> {
@@ -242,7 +244,13 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Built> {
             .map(|d| d.trim_matches('.').to_ascii_lowercase()),
         in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_in_flight.max(1))),
     });
-    Ok(Built { state, leases, holder })
+    let shared = matches!(db, crate::database::Database::Postgres { .. });
+    Ok(Built {
+        state,
+        leases,
+        holder,
+        shared,
+    })
 }
 
 /// This process among the gateways: `--node-id` (default: the host name), the process
@@ -262,18 +270,6 @@ fn holder_id(node: Option<&str>) -> String {
     format!("{node}/{}/{tag}", std::process::id())
 }
 
-/// Whether this process holds (now renewed) lease `name`. A database that cannot be
-/// reached means "not held": the work waits for a tick that can be sure.
-async fn hold(leases: &sealstore_core::leases::Leases, name: &str, holder: &str, ttl: Duration) -> bool {
-    match leases.acquire(name, holder, ttl).await {
-        Ok(held) => held,
-        Err(e) => {
-            tracing::warn!(lease = name, error = %e, "could not take the lease on background work; skipping it");
-            false
-        }
-    }
-}
-
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     // Installed before anything records, so no early sample is lost.
     let _ = crate::metrics::handle();
@@ -283,13 +279,22 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .as_ref()
         .map(|(cert, key)| crate::tls::server_config(cert, key))
         .transpose()?;
-    let Built { state, leases, holder } = build(&cfg).await?;
+    let Built {
+        state,
+        leases,
+        holder,
+        shared,
+    } = build(&cfg).await?;
     state.kms.start_wrapping_key_pool();
-    // Crash leftovers: blobs no row references. Nothing is writing yet, so all go.
-    let swept = state
-        .storage
-        .sweep(chrono::Utc::now() + chrono::TimeDelta::days(1))
-        .await?;
+    // Crash leftovers: blobs no row references. Alone on its database nothing is
+    // writing yet, so all go; on a shared one other gateways may be writing into the
+    // same blob store, so only what the periodic sweep would take (older than an hour).
+    let cutoff = if shared {
+        chrono::Utc::now() - chrono::TimeDelta::hours(1)
+    } else {
+        chrono::Utc::now() + chrono::TimeDelta::days(1)
+    };
+    let swept = state.storage.sweep(cutoff).await?;
     // Re-key jobs a previous run left RUNNING continue from their cursor.
     let resumed = state.storage.resume_rekey_jobs().await?;
     if resumed > 0 {
@@ -328,7 +333,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         let lifecycle_ttl = Duration::from_secs(lifecycle.interval_secs.max(1).saturating_mul(3));
         loop {
             tick.tick().await;
-            if hold(&leases, "kms-transitions", &holder, Duration::from_secs(3)).await {
+            if leases.hold("kms-transitions", &holder, Duration::from_secs(3)).await {
                 let k = kms.clone();
                 if let Err(e) = tokio::task::spawn_blocking(move || k.run_due()).await {
                     tracing::error!(error = %e, "scheduled KMS transitions panicked; retrying next tick");
@@ -338,7 +343,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             // Lifecycle: a bounded step every interval, resuming from its cursor, so a
             // million objects never stall the server.
             if n.is_multiple_of(lifecycle.interval_secs.max(1))
-                && hold(&leases, "lifecycle", &holder, lifecycle_ttl).await
+                && leases.hold("lifecycle", &holder, lifecycle_ttl).await
             {
                 if let Err(e) =
                     crate::api::lifecycle_ops::hard_deletes(&app_for_ticker, app_for_ticker.clock.now()).await
@@ -367,7 +372,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                     Err(e) => tracing::warn!(error = %e, "looking for orphaned re-key jobs failed"),
                 }
             }
-            if n.is_multiple_of(600) && hold(&leases, "sweep", &holder, Duration::from_secs(1800)).await {
+            if n.is_multiple_of(600) && leases.hold("sweep", &holder, Duration::from_secs(1800)).await {
                 // Multipart uploads left incomplete this long are aborted (README).
                 let cutoff = app_for_ticker.clock.now() - chrono::TimeDelta::seconds(multipart_ttl);
                 match storage.abort_multipart_before(cutoff).await {

@@ -38,6 +38,12 @@ impl Kms {
         Duration::from_millis(self.elapsed_ms().saturating_sub(at))
     }
 
+    /// The store's whole state and its epoch, read now.
+    fn load_state(&self) -> KmsResult<(i64, State)> {
+        let snap = self.inner.store.load()?;
+        Ok((snap.epoch, Self::state_from(snap, self.sealer())?))
+    }
+
     /// Brings `state` (held under the write lock) up to the store's epoch. A failure
     /// leaves it as it was: `commit` still refuses a stale write, and `fresh` refuses
     /// crypto once the bound passes.
@@ -45,13 +51,7 @@ impl Kms {
         let seen = self.inner.epoch.load(Ordering::SeqCst);
         match self.inner.store.epoch() {
             Ok(epoch) if epoch == seen => self.mark_validated(),
-            Ok(_) => match self
-                .inner
-                .store
-                .load()
-                .map_err(KmsError::from)
-                .and_then(|snap| Ok((snap.epoch, Self::state_from(snap, self.sealer())?)))
-            {
+            Ok(_) => match self.load_state() {
                 Ok((epoch, fresh)) => {
                     *state = fresh;
                     self.inner.epoch.store(epoch, Ordering::SeqCst);
@@ -71,13 +71,7 @@ impl Kms {
         let seen = self.inner.epoch.load(Ordering::SeqCst);
         match self.inner.store.epoch() {
             Ok(epoch) if epoch == seen => self.mark_validated(),
-            Ok(_) => match self
-                .inner
-                .store
-                .load()
-                .map_err(KmsError::from)
-                .and_then(|snap| Ok((snap.epoch, Self::state_from(snap, self.sealer())?)))
-            {
+            Ok(_) => match self.load_state() {
                 Ok((epoch, fresh)) => {
                     let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
                     // Epochs only grow: an older snapshot than what a local commit left

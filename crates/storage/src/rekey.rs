@@ -151,22 +151,13 @@ impl Storage {
         Ok(n)
     }
 
-    /// Takes or renews the job's lease (always true without leases). A database that
-    /// cannot be reached means "not held": the job waits for a process that can be sure.
+    /// Takes or renews the job's lease (always true without leases; an unreachable
+    /// database means "not held").
     async fn hold_job(&self, name: &str) -> bool {
         let Some((leases, holder)) = &self.job_leases else {
             return true;
         };
-        match leases
-            .acquire(&format!("rekey-job/{name}"), holder, JOB_LEASE_TTL)
-            .await
-        {
-            Ok(held) => held,
-            Err(e) => {
-                tracing::warn!(job = %name, error = %e, "could not take the re-key job's lease");
-                false
-            }
-        }
+        leases.hold(&format!("rekey-job/{name}"), holder, JOB_LEASE_TTL).await
     }
 
     async fn release_job(&self, name: &str) {

@@ -97,6 +97,18 @@ impl Leases {
         self.backend.acquire(name, holder, ttl.min(MAX_TTL)).await
     }
 
+    /// `acquire` for background work: a store that cannot answer counts as "not held"
+    /// (logged), so the work waits for a process that can be sure it is the holder.
+    pub async fn hold(&self, name: &str, holder: &str, ttl: Duration) -> bool {
+        match self.acquire(name, holder, ttl).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(lease = name, error = %e, "could not take a lease on background work; skipping it");
+                false
+            }
+        }
+    }
+
     /// Frees lease `name` at once if `holder` holds it; does nothing otherwise.
     pub async fn release(&self, name: &str, holder: &str) -> Result<(), LeaseError> {
         self.backend.release(name, holder).await
