@@ -13,6 +13,7 @@ pub use sealstore_iam as iam;
 pub use sealstore_kms as kms;
 pub use sealstore_storage as storage;
 
+pub mod blob_backend;
 pub mod client;
 pub mod database;
 pub mod guard;

@@ -316,7 +316,10 @@ struct ServeArgs {
     /// This gateway's name among those sharing one --database (default: the host name).
     #[arg(long, env = "SEALSTORE_NODE_ID")]
     node_id: Option<String>,
-    /// Blob backend: `file://PATH` (default `file://DATA_DIR/blobs`) or `memory://`.
+    /// Blob backend: `file://PATH` (default `file://DATA_DIR/blobs`), `memory://`, or a
+    /// cloud bucket, `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]` or
+    /// `az://CONTAINER[/PREFIX]`, configured from the usual AWS_*, GOOGLE_* and AZURE_*
+    /// variables.
     #[arg(long, env = "SEALSTORE_BLOB_STORE")]
     blob_store: Option<String>,
     /// Make each new key's project storage service agent an encrypter/decrypter on the

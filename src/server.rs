@@ -5,7 +5,6 @@ use crate::clock::{Clock, ManualClock, SystemClock};
 use crate::kms::Kms;
 use crate::kms::seal::Sealer;
 use crate::rootkey::RootKey;
-use crate::storage::blobs::BlobStore;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,7 +27,8 @@ pub struct ServeConfig {
     pub database: Option<String>,
     /// `--node-id`: names this gateway among those on one database (default: host name).
     pub node_id: Option<String>,
-    /// `file://PATH` or `memory://`; default `file://DATA_DIR/blobs`.
+    /// `file://PATH`, `memory://`, `s3://`, `gs://` or `az://BUCKET[/PREFIX]`;
+    /// default `file://DATA_DIR/blobs`.
     pub blob_store: Option<String>,
     /// Objects smaller than this are stored inline in their metadata row (≤ 65536).
     pub inline_max_bytes: usize,
@@ -74,49 +74,6 @@ impl Default for LifecyclePace {
             pages_per_step: 20,
         }
     }
-}
-
-/// Opens the blob store named by `--blob-store`.
-fn blob_store(spec: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<BlobStore> {
-    match spec {
-        Some("memory://") => Ok(BlobStore::new(Arc::new(object_store::memory::InMemory::new()))),
-        Some(s) if s.starts_with("file://") => local_store(std::path::PathBuf::from(&s["file://".len()..])),
-        Some(other) => anyhow::bail!("unsupported --blob-store {other:?}: use file://PATH or memory://"),
-        None => local_store(data_dir.join("blobs")),
-    }
-}
-
-/// A local blob directory. Staging files of multipart writes (`name#id`) that a crash
-/// left behind are removed first: nothing is writing at start-up.
-fn local_store(path: std::path::PathBuf) -> anyhow::Result<BlobStore> {
-    crate::files::private_dir(&path).with_context(|| format!("creating {}", path.display()))?;
-    // The blob directory's own entry must be durable before any blob in it is.
-    for dir in [
-        Some(path.as_path()),
-        path.parent().filter(|p| !p.as_os_str().is_empty()),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    let mut removed = 0;
-    let mut dirs = vec![path.clone()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir)?.flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if entry.file_name().to_string_lossy().contains('#') && std::fs::remove_file(&p).is_ok() {
-                removed += 1;
-            }
-        }
-    }
-    if removed > 0 {
-        tracing::info!(removed, "removed partial blob writes left by an earlier crash");
-    }
-    let store = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&path)?);
-    Ok(BlobStore::local(store, path))
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -208,12 +165,9 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Built> {
         audit.clone(),
     )?);
     let meta = db.meta().await?;
-    let blobs = blob_store(cfg.blob_store.as_deref(), &cfg.data_dir)?;
-    let blob_dir = match cfg.blob_store.as_deref() {
-        None => Some(cfg.data_dir.join("blobs")),
-        Some(s) => s.strip_prefix("file://").map(PathBuf::from),
-    };
-    crate::files::warn_loose(&cfg.data_dir, blob_dir.as_deref());
+    let blob_spec = crate::blob_backend::BlobSpec::parse(cfg.blob_store.as_deref(), &cfg.data_dir)?;
+    let blobs = crate::blob_backend::open(&blob_spec)?;
+    crate::files::warn_loose(&cfg.data_dir, blob_spec.local_dir());
     let storage = Arc::new(
         crate::storage::Storage::new(meta.clone(), blobs, keys, clock.clone())?
             .with_inline_max(cfg.inline_max_bytes)

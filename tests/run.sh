@@ -15,7 +15,13 @@ if [ ! -x "$gsutil_venv/bin/python" ]; then
   python3 -m venv "$gsutil_venv"
 fi
 "$gsutil_venv/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements-gsutil.txt
-# The Node clients, exactly as package-lock.json pins them.
+# moto's S3 server, for test_backends.py (Azurite comes with the Node packages).
+emulators_venv=.venv-emulators
+if [ ! -x "$emulators_venv/bin/python" ]; then
+  python3 -m venv "$emulators_venv"
+fi
+"$emulators_venv/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements-emulators.txt
+# The Node clients and Azurite, exactly as package-lock.json pins them.
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 
 # PostgreSQL server binaries: the store tests start a throwaway cluster of their own

@@ -81,10 +81,13 @@ class Server:
     kept in ``self.log``.
     """
 
-    def __init__(self, data_dir: Path, extra_args: Optional[List[str]] = None):
+    def __init__(self, data_dir: Path, extra_args: Optional[List[str]] = None,
+                 env: Optional[Dict[str, str]] = None):
         self.binary = sealstore_bin()
         self.data_dir = Path(data_dir)
         self.extra_args = list(extra_args or [])
+        # Extra environment for the child (a blob backend's AWS_*/GOOGLE_*/AZURE_*).
+        self.extra_env = dict(env or {})
         self.url: Optional[str] = None
         self.log: List[str] = []
         self.returncode: Optional[int] = None
@@ -117,6 +120,7 @@ class Server:
         env.setdefault("RUST_LOG", "info")
         env["NO_COLOR"] = "1"
         env.update(pgcluster.database_env(self.data_dir))
+        env.update(self.extra_env)
         self.log.append(f"--- starting: {' '.join(cmd)}\n")
         proc = subprocess.Popen(
             cmd,

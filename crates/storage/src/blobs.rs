@@ -227,15 +227,36 @@ impl BlobStore {
                 continue;
             }
             // Unchanged since the listing: not rewritten by a write that came and went.
-            let unchanged = self.store.head(&meta.location).await.is_ok_and(|now| {
-                now.last_modified == meta.last_modified && now.e_tag == meta.e_tag && now.size == meta.size
-            });
+            let unchanged = self
+                .store
+                .head(&meta.location)
+                .await
+                .is_ok_and(|now| same_version(&now, &meta));
             if unchanged && self.store.delete(&meta.location).await.is_ok() {
                 removed += 1;
             }
             self.end_sweeping(&id);
         }
         Ok(removed)
+    }
+}
+
+/// Whether a `head` describes the same write as a listing entry. Cloud stores give an
+/// entity tag that changes with every write, but quote it differently in listings and
+/// headers (Azure lists `0x8D…` and heads `"0x8D…"`), and some list modification times
+/// more coarsely than they head them: compare normalised tags when both have one.
+fn same_version(now: &object_store::ObjectMeta, listed: &object_store::ObjectMeta) -> bool {
+    let tag = |m: &object_store::ObjectMeta| {
+        m.e_tag
+            .as_deref()
+            .map(|t| t.trim_start_matches("W/").trim_matches('"').to_owned())
+    };
+    if now.size != listed.size {
+        return false;
+    }
+    match (tag(now), tag(listed)) {
+        (Some(a), Some(b)) => a == b,
+        _ => now.last_modified == listed.last_modified,
     }
 }
 
@@ -312,6 +333,22 @@ mod tests {
         assert_eq!(&blobs.read(&id, 0, 0..5).await.unwrap()[..], b"hello");
         blobs.delete(&id, 2).await;
         assert!(blobs.read(&id, 0, 0..1).await.is_err());
+    }
+
+    #[test]
+    fn versions_compare_by_normalised_tag() {
+        let meta = |tag: Option<&str>, secs: i64, size: u64| object_store::ObjectMeta {
+            location: Path::from("a"),
+            last_modified: chrono::DateTime::from_timestamp(secs, 0).unwrap(),
+            size,
+            e_tag: tag.map(str::to_owned),
+            version: None,
+        };
+        assert!(same_version(&meta(Some("\"0x8D1\""), 5, 1), &meta(Some("0x8D1"), 4, 1)));
+        assert!(!same_version(&meta(Some("0x8D2"), 5, 1), &meta(Some("0x8D1"), 5, 1)));
+        assert!(!same_version(&meta(Some("t"), 5, 2), &meta(Some("t"), 5, 1)));
+        assert!(same_version(&meta(None, 5, 1), &meta(None, 5, 1)));
+        assert!(!same_version(&meta(None, 6, 1), &meta(Some("t"), 5, 1)));
     }
 
     #[test]

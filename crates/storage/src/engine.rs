@@ -1188,6 +1188,20 @@ impl Storage {
         Ok(rec)
     }
 
+    /// [`Self::read_range`], with its first batch already read: a blob store that
+    /// cannot serve fails the request before any response header is sent (a 503 the
+    /// client retries), instead of a 200 cut short.
+    pub async fn open_range(
+        &self,
+        obj: &OpenObject,
+        start: u64,
+        end: u64,
+    ) -> StorageResult<impl Stream<Item = StorageResult<Bytes>> + Send + 'static> {
+        let mut rest = Box::pin(self.read_range(obj, start, end));
+        let first = rest.next().await.transpose()?;
+        Ok(futures::stream::iter(first.map(Ok)).chain(rest))
+    }
+
     /// Decrypts `range` (`[start, end)`) of an opened object as a stream. Only the
     /// segments the range touches are read.
     pub fn read_range(

@@ -57,7 +57,7 @@ pub enum StorageError {
     Unimplemented(String),
     /// The metadata database could not be reached or went away mid-request: retryable
     /// (503). The detail is for logs; it never holds a connection string.
-    #[error("metadata store unavailable: {0}")]
+    #[error("unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
@@ -127,9 +127,25 @@ impl From<sealstore_core::pg::PgError> for StorageError {
     }
 }
 
+/// The `store` names object_store's network backends give their errors.
+const REMOTE_STORES: [&str; 3] = ["S3", "GCS", "MicrosoftAzure"];
+
 impl From<object_store::Error> for StorageError {
+    /// A remote blob store that fails (network, timeout, 5xx after the client's own
+    /// retries, refused credentials) is "come back later": the write that needed it
+    /// committed nothing. A missing blob a row references, a local disk error or a bad
+    /// path are this gateway's own faults.
     fn from(e: object_store::Error) -> Self {
-        StorageError::Internal(format!("blob store: {e}"))
+        use object_store::Error as E;
+        match &e {
+            E::Generic { store, .. } if REMOTE_STORES.contains(store) => {
+                StorageError::Unavailable(format!("blob store: {e}"))
+            }
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+                StorageError::Unavailable(format!("blob store: {e}"))
+            }
+            _ => StorageError::Internal(format!("blob store: {e}")),
+        }
     }
 }
 

@@ -70,11 +70,11 @@ impl From<StorageError> for GcsError {
                 }
             },
             StorageError::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "metadata store unavailable");
+                tracing::warn!(error = %detail, "a backing store is unavailable");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "backendError",
-                    "The metadata store is unavailable; retry the request.",
+                    "A backing store (database or blob store) is unavailable; retry the request.",
                 )
             }
             StorageError::Internal(detail) => {

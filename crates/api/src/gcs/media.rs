@@ -401,7 +401,9 @@ pub async fn download(ctx: &Ctx, bucket: &str, name: &str) -> GcsResult<Response
     let mut resp = if ctx.method == Method::HEAD {
         Response::new(Body::empty())
     } else {
-        Response::new(Body::from_stream(ctx.app.storage.read_range(&opened, start, end)))
+        Response::new(Body::from_stream(
+            ctx.app.storage.open_range(&opened, start, end).await?,
+        ))
     };
     let r = &opened.record;
     let h = resp.headers_mut();

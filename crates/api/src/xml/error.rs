@@ -161,7 +161,7 @@ impl From<StorageError> for S3Error {
                 }
             },
             StorageError::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "metadata store unavailable");
+                tracing::warn!(error = %detail, "a backing store is unavailable");
                 Self::new(
                     503,
                     "ServiceUnavailable",

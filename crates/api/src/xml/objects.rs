@@ -388,7 +388,9 @@ pub async fn get(ctx: &XCtx, bucket: &str, key: &str) -> S3Result<Response> {
     let mut resp = if head {
         Response::new(Body::empty())
     } else {
-        Response::new(Body::from_stream(ctx.app.storage.read_range(&opened, start, end)))
+        Response::new(Body::from_stream(
+            ctx.app.storage.open_range(&opened, start, end).await?,
+        ))
     };
     let r = &opened.record;
     let h = resp.headers_mut();
