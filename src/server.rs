@@ -150,11 +150,10 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Built> {
     let tokens = Arc::new(db.tokens(&root).await?);
     let hmac_keys = Arc::new(db.hmac_keys(&root).await?);
     let leases = Arc::new(db.leases().await?);
-    let holder = holder_id(cfg.node_id.as_deref());
-    let audit = Arc::new(crate::audit::AuditLog::open(
-        &cfg.data_dir.join("audit.log"),
-        cfg.audit_stdout,
-    )?);
+    let node = node_name(cfg.node_id.as_deref());
+    let holder = holder_id(&node);
+    let audit =
+        Arc::new(crate::audit::AuditLog::open(&cfg.data_dir.join("audit.log"), cfg.audit_stdout)?.with_node(&node));
     kms.set_event_sink(Arc::new(crate::kms_audit::KmsAudit {
         log: audit.clone(),
         clock: clock.clone(),
@@ -207,17 +206,21 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Built> {
     })
 }
 
-/// This process among the gateways: `--node-id` (default: the host name), the process
-/// id and a random tag, so two processes on one host, or a restarted one, never pass
-/// for each other when holding leases.
-fn holder_id(node: Option<&str>) -> String {
-    let node = node.map(str::to_owned).unwrap_or_else(|| {
+/// `--node-id`, default the host name: names the gateway in audit records and leases.
+fn node_name(node: Option<&str>) -> String {
+    node.map(str::to_owned).unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .ok()
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "sealstore".to_owned())
-    });
+    })
+}
+
+/// This process among the gateways: `--node-id` (default: the host name), the process
+/// id and a random tag, so two processes on one host, or a restarted one, never pass
+/// for each other when holding leases.
+fn holder_id(node: &str) -> String {
     let mut tag = [0u8; 4];
     let _ = aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut tag);
     let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();

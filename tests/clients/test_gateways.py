@@ -1,7 +1,8 @@
-"""Two gateways on one PostgreSQL database behave as one service (PostgreSQL pass only).
+"""Three gateways on one PostgreSQL database and one S3 bucket (moto) behave as one
+service (PostgreSQL pass only).
 
-Each gateway has a data dir of its own; they share ``--database``, the root key and a
-``file://`` blob directory, as the README's deployment section describes.
+Each gateway has a data dir of its own; they share ``--database``, the root key and the
+``--blob-store s3://…`` bucket, as the README's deployment section describes.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import json
+import os
 import time
 from pathlib import Path
 
+import emulators
 import pgcluster
 import pytest
 import requests
@@ -39,20 +42,40 @@ BOUND_S = 1.0
 SLACK_S = 1.0
 
 
-@pytest.fixture
-def gateways(tmp_path: Path):
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    if not pgcluster.enabled():
+        pytest.skip("needs the PostgreSQL pass")
+    emu = emulators.Moto(tmp_path_factory.mktemp("moto"))
+    yield emu
+    emu.stop()
+
+
+def start_gateways(tmp_path: Path, moto, n: int = 3):
+    """`n` gateways on one fresh database and one S3 prefix; the first makes the root key
+    and the others are given it (the sealed KMS state and every wrapped DEK depend on it)."""
     url = pgcluster.cluster().url_for(tmp_path / "shared-db")
-    blobs = tmp_path / "blobs"
-    a = Server(tmp_path / "a", ["--database", url, "--blob-store", f"file://{blobs}"]).start()
-    # B uses A's root key: the sealed KMS state and every wrapped DEK depend on it.
-    b = Server(
-        tmp_path / "b",
-        ["--database", url, "--blob-store", f"file://{blobs}", "--root-key-file", str(tmp_path / "a" / "root.key")],
-    ).start()
+    spec = moto.spec(tmp_path.name)
+    first = Server(tmp_path / "g0", ["--database", url, "--blob-store", spec, "--node-id", "g0"], env=moto.env()).start()
+    rest = [
+        Server(
+            tmp_path / f"g{i}",
+            ["--database", url, "--blob-store", spec, "--node-id", f"g{i}",
+             "--root-key-file", str(tmp_path / "g0" / "root.key")],
+            env=moto.env(),
+        ).start()
+        for i in range(1, n)
+    ]
+    return [first, *rest]
+
+
+@pytest.fixture
+def gateways(tmp_path: Path, moto):
+    servers = start_gateways(tmp_path, moto)
     try:
-        yield a, b
+        yield servers
     finally:
-        for s in (a, b):
+        for s in servers:
             s.stop()
             print(f"===== {s.data_dir} =====")
             print(s.log_text())
@@ -79,18 +102,21 @@ def refused(fn) -> bool:
     return False
 
 
-def test_key_state_changes_on_one_gateway_hold_on_the_other(gateways):
-    a, b = gateways
-    ka, kb = make_kms_client(a.url), make_kms_client(b.url)
+def test_key_state_changes_on_one_gateway_hold_on_the_others(gateways):
+    a, b, c = gateways
+    ka, kb, kc = make_kms_client(a.url), make_kms_client(b.url), make_kms_client(c.url)
     ring = create_key_ring(ka)
     key = create_symmetric_key(ka, ring.name)
     ct = encrypt_symmetric(ka, key.name, b"shared secret").ciphertext
     assert decrypt_symmetric(kb, key.name, ct).plaintext == b"shared secret"
+    assert decrypt_symmetric(kc, key.name, ct).plaintext == b"shared secret"
     v1 = version_name(key.name, 1)
     set_version_state(ka, v1, State.DISABLED)
     eventually(lambda: refused(lambda: decrypt_symmetric(kb, key.name, ct)), "disabled on A refused on B")
+    eventually(lambda: refused(lambda: decrypt_symmetric(kc, key.name, ct)), "disabled on A refused on C")
     set_version_state(kb, v1, State.ENABLED)
     eventually(lambda: decrypt_symmetric(ka, key.name, ct).plaintext == b"shared secret", "re-enabled on B works on A")
+    eventually(lambda: decrypt_symmetric(kc, key.name, ct).plaintext == b"shared secret", "re-enabled on B works on C")
 
 
 def _put(s: Server, bucket: str, name: str, data: bytes, **params) -> requests.Response:
@@ -103,7 +129,7 @@ def _put(s: Server, bucket: str, name: str, data: bytes, **params) -> requests.R
 
 
 def test_cmek_objects_and_preconditions_across_gateways(gateways):
-    a, b = gateways
+    a, b, c = gateways
     ka = make_kms_client(a.url)
     ring = create_key_ring(ka)
     key = create_symmetric_key(ka, ring.name)
@@ -120,34 +146,36 @@ def test_cmek_objects_and_preconditions_across_gateways(gateways):
     assert got.status_code == 200 and got.content == b"written on A"
     # A disabled version stops reads through the other gateway within the bound.
     set_version_state(ka, version_name(key.name, 1), State.DISABLED)
-    eventually(
-        lambda: requests.get(f"{b.url}/storage/v1/b/{bucket}/o/doc", params={"alt": "media"}, timeout=T).status_code
-        in (400, 403, 412),
-        "CMEK read on B after disable on A",
-    )
+    for s, name in ((b, "B"), (c, "C")):
+        eventually(
+            lambda: requests.get(f"{s.url}/storage/v1/b/{bucket}/o/doc", params={"alt": "media"}, timeout=T).status_code
+            in (400, 403, 412),
+            f"CMEK read on {name} after disable on A",
+        )
     set_version_state(ka, version_name(key.name, 1), State.ENABLED)
-    eventually(
-        lambda: requests.get(f"{b.url}/storage/v1/b/{bucket}/o/doc", params={"alt": "media"}, timeout=T).content
-        == b"written on A",
-        "CMEK read on B after re-enable",
-    )
-    # 20 writers over both gateways race ifGenerationMatch=0 on one name: one wins.
+    for s, name in ((b, "B"), (c, "C")):
+        eventually(
+            lambda: requests.get(f"{s.url}/storage/v1/b/{bucket}/o/doc", params={"alt": "media"}, timeout=T).content
+            == b"written on A",
+            f"CMEK read on {name} after re-enable",
+        )
+    # 20 writers over the three gateways race ifGenerationMatch=0 on one name: one wins.
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
         codes = list(
             pool.map(
-                lambda i: _put((a, b)[i % 2], bucket, "race", f"writer {i}".encode(), ifGenerationMatch="0").status_code,
+                lambda i: _put((a, b, c)[i % 3], bucket, "race", f"writer {i}".encode(), ifGenerationMatch="0").status_code,
                 range(20),
             )
         )
     assert sorted(codes) == [200] + [412] * 19, codes
     gens = {
-        json.loads(_put(s, bucket, f"g{i}", b"x").text)["generation"] for i, s in enumerate([a, b] * 10)
+        json.loads(_put(s, bucket, f"g{i}", b"x").text)["generation"] for i, s in enumerate([a, b, c] * 7)
     }
-    assert len(gens) == 20, "generations are unique across gateways"
+    assert len(gens) == 21, "generations are unique across gateways"
 
 
-def test_resumable_upload_started_on_one_gateway_finishes_on_the_other(gateways):
-    a, b = gateways
+def test_resumable_upload_started_on_a_continued_on_b_finished_on_c(gateways):
+    a, b, c = gateways
     bucket = unique_bucket_name()
     assert requests.post(f"{a.url}/storage/v1/b", params={"project": PROJECT}, json={"name": bucket}, timeout=T).ok
     data = bytes(range(256)) * 4096  # 1 MiB
@@ -159,20 +187,28 @@ def test_resumable_upload_started_on_one_gateway_finishes_on_the_other(gateways)
     )
     assert start.status_code == 200, start.text
     upload_id = start.headers["Location"].split("upload_id=")[1]
-    half = 512 * 1024
-    first = requests.put(
-        f"{a.url}/upload/storage/v1/b/{bucket}/o",
-        params={"uploadType": "resumable", "upload_id": upload_id},
-        data=data[:half],
-        headers={"Content-Range": f"bytes 0-{half - 1}/*"},
-        timeout=T,
-    )
-    assert first.status_code == 308, first.text
-    last = requests.put(
+    third = 256 * 1024
+    mid = requests.put(
         f"{b.url}/upload/storage/v1/b/{bucket}/o",
         params={"uploadType": "resumable", "upload_id": upload_id},
-        data=data[half:],
-        headers={"Content-Range": f"bytes {half}-{len(data) - 1}/{len(data)}"},
+        data=data[:third],
+        headers={"Content-Range": f"bytes 0-{third - 1}/*"},
+        timeout=T,
+    )
+    assert mid.status_code == 308, mid.text
+    mid = requests.put(
+        f"{b.url}/upload/storage/v1/b/{bucket}/o",
+        params={"uploadType": "resumable", "upload_id": upload_id},
+        data=data[third:2 * third],
+        headers={"Content-Range": f"bytes {third}-{2 * third - 1}/*"},
+        timeout=T,
+    )
+    assert mid.status_code == 308, mid.text
+    last = requests.put(
+        f"{c.url}/upload/storage/v1/b/{bucket}/o",
+        params={"uploadType": "resumable", "upload_id": upload_id},
+        data=data[2 * third:],
+        headers={"Content-Range": f"bytes {2 * third}-{len(data) - 1}/{len(data)}"},
         timeout=T,
     )
     assert last.status_code == 200, last.text
@@ -181,15 +217,23 @@ def test_resumable_upload_started_on_one_gateway_finishes_on_the_other(gateways)
 
 
 def test_scheduled_destruction_happens_once_whichever_gateway_runs_it(gateways):
-    a, b = gateways
+    a, b, c = gateways
     ka, kb = make_kms_client(a.url), make_kms_client(b.url)
     ring = create_key_ring(ka)
     key = create_symmetric_key(ka, ring.name)
     v1 = version_name(key.name, 1)
     ka.destroy_crypto_key_version(request={"name": v1})
-    # Both clocks pass the destroy time; both gateways apply due transitions at once.
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda s: s.advance(31 * 86_400), (a, b)))
+    # And a key due for automatic rotation in 30 days (period 90 days): one rotation.
+    from datetime import timedelta
+    from google.protobuf import duration_pb2
+
+    rotating = create_symmetric_key(
+        ka, ring.name, rotation_period=duration_pb2.Duration(seconds=90 * 86_400),
+        next_rotation_time=ring.create_time + timedelta(days=30),
+    )
+    # Every clock passes the destroy time; every gateway applies due transitions at once.
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda s: s.advance(31 * 86_400), (a, b, c)))
     # The gateway whose commit lost the race sees the winner's within the bound.
     for client in (ka, kb):
         eventually(
@@ -198,11 +242,21 @@ def test_scheduled_destruction_happens_once_whichever_gateway_runs_it(gateways):
         )
     done = [
         line
-        for s in (a, b)
+        for s in (a, b, c)
         for line in (s.data_dir / "audit.log").read_text().splitlines()
         if "DestroyCryptoKeyVersion (scheduled)" in line and '"OK"' in line and v1 in line
     ]
     assert len(done) == 1, done
+    assert json.loads(done[0])["node"] in ("g0", "g1", "g2"), "audit records name the gateway"
+    versions = [v.name for v in kb.list_crypto_key_versions(request={"parent": rotating.name})]
+    assert sorted(versions) == [version_name(rotating.name, 1), version_name(rotating.name, 2)], versions
+    rotations = [
+        line
+        for s in (a, b, c)
+        for line in (s.data_dir / "audit.log").read_text().splitlines()
+        if "(automatic rotation)" in line and rotating.name in line
+    ]
+    assert len(rotations) == 1, rotations
 
 
 def test_database_outage_answers_503_and_recovers_without_a_restart(tmp_path):
@@ -236,7 +290,7 @@ def test_database_outage_answers_503_and_recovers_without_a_restart(tmp_path):
 
 
 def test_bucket_changes_on_one_gateway_hold_on_the_other_within_the_bound(gateways):
-    a, b = gateways
+    a, b, _ = gateways
     bucket = unique_bucket_name()
     assert requests.post(f"{a.url}/storage/v1/b", params={"project": PROJECT}, json={"name": bucket}, timeout=T).ok
     assert requests.get(f"{b.url}/storage/v1/b/{bucket}", timeout=T).ok  # B caches it now
@@ -255,3 +309,130 @@ def test_bucket_changes_on_one_gateway_hold_on_the_other_within_the_bound(gatewa
         return requests.delete(f"{b.url}/storage/v1/b/{bucket}/o/{name}", timeout=T).status_code == 403
 
     eventually(retained_on_b, "a retention policy set on A, enforced by B")
+
+
+def test_kill_9_of_one_gateway_during_uploads_loses_no_acknowledged_object(gateways, moto):
+    """Writers upload through all three gateways while B is killed with SIGKILL: every
+    object a gateway acknowledged reads back byte-exact through A, and nothing half
+    written is visible (an object is either absent or whole)."""
+    a, b, c = gateways
+    bucket = unique_bucket_name()
+    assert requests.post(f"{a.url}/storage/v1/b", params={"project": PROJECT}, json={"name": bucket}, timeout=T).ok
+    urls = [s.url for s in (a, b, c)]
+    acked = {}
+    attempted = {}
+    stop_at = time.monotonic() + 4
+
+    def writer(w: int) -> None:
+        i = 0
+        while time.monotonic() < stop_at:
+            name = f"w{w}-{i}"
+            data = os.urandom(100_000 + 37 * i)  # beyond the inline limit: blobs on S3
+            attempted[name] = data
+            try:
+                r = requests.post(f"{urls[(w + i) % 3]}/upload/storage/v1/b/{bucket}/o",
+                                  params={"uploadType": "media", "name": name}, data=data, timeout=T)
+                if r.status_code == 200:
+                    acked[name] = data
+            except requests.RequestException:
+                pass  # B died under this request: not acknowledged
+            i += 1
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(writer, w) for w in range(6)]
+        time.sleep(1.5)
+        b._kill()
+        for f in futures:
+            f.result()
+    assert len(acked) > 20, len(acked)
+    for name, data in attempted.items():
+        got = requests.get(f"{a.url}/storage/v1/b/{bucket}/o/{name}", params={"alt": "media"}, timeout=T)
+        if name in acked:
+            assert got.status_code == 200 and got.content == data, name
+        else:
+            assert got.status_code == 404 or got.content == data, f"{name}: half-written object visible"
+    # The listing agrees with the reads.
+    listed = {o["name"] for o in requests.get(f"{c.url}/storage/v1/b/{bucket}/o", timeout=T).json().get("items", [])}
+    assert set(acked) <= listed <= set(attempted)
+
+
+def test_an_unreachable_blob_store_answers_503_on_every_gateway_and_recovers(gateways, moto):
+    gws = gateways
+    bucket = unique_bucket_name()
+    assert requests.post(f"{gws[0].url}/storage/v1/b", params={"project": PROJECT}, json={"name": bucket}, timeout=T).ok
+    data = os.urandom(200_000)
+    assert _put(gws[0], bucket, "before", data).status_code == 200
+    moto.proxy.block()
+    try:
+        for i, s in enumerate(gws):
+            assert requests.get(f"{s.url}/readyz", timeout=T).status_code == 503
+            r = _put(s, bucket, f"during-{i}", os.urandom(100_000))
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["errors"][0]["reason"] == "backendError"
+            r = requests.get(f"{s.url}/storage/v1/b/{bucket}/o/before", params={"alt": "media"}, timeout=T)
+            assert r.status_code == 503, r.text
+    finally:
+        moto.proxy.unblock()
+    for s in gws:
+        eventually(lambda: requests.get(f"{s.url}/readyz", timeout=T).status_code == 200, "/readyz green again",
+                   within=10)
+        got = requests.get(f"{s.url}/storage/v1/b/{bucket}/o/before", params={"alt": "media"}, timeout=T)
+        assert got.status_code == 200 and got.content == data
+    names = {o["name"] for o in requests.get(f"{gws[1].url}/storage/v1/b/{bucket}/o", timeout=T).json()["items"]}
+    assert names == {"before"}, "nothing of the refused writes is visible"
+    for s in gws:
+        assert "panicked" not in s.log_text()
+
+
+def test_kill_9_of_the_gateway_running_a_rekey_job_another_finishes_it(gateways):
+    """B runs a re-key job and is killed with SIGKILL; A or C takes the job over once its
+    lease (30 s) lapses and finishes it from the last checkpoint. Every object ends under
+    the new key re-wrapped exactly once: metageneration 2 (one re-wrap), and the final
+    counters account for each object once (re-wrapped, or skipped as already done)."""
+    a, b, c = gateways
+    ka = make_kms_client(a.url)
+    ring = create_key_ring(ka)
+    k1 = create_symmetric_key(ka, ring.name)
+    k2 = create_symmetric_key(ka, ring.name)
+    bucket = unique_bucket_name()
+    r = requests.post(f"{a.url}/storage/v1/b", params={"project": PROJECT},
+                      json={"name": bucket, "location": "us-east1", "encryption": {"defaultKmsKeyName": k1.name}},
+                      timeout=T)
+    assert r.status_code == 200, r.text
+    n = 2000
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda i: _put((a, c)[i % 2], bucket, f"o{i:05d}", b"v%d" % i).status_code, range(n)))
+    assert codes == [200] * n
+    job = requests.post(f"{b.url}/sealstore/v1/projects/{PROJECT}/rekeyJobs", timeout=T, json={
+        "bucket": bucket, "prefix": "", "mode": "rewrap",
+        "from": {"kmsKeyName": k1.name}, "to": {"kmsKeyName": k2.name},
+    })
+    assert job.status_code in (200, 201), job.text
+    name = job.json()["name"]
+    b._kill()
+    state = requests.get(f"{a.url}/sealstore/v1/{name}", timeout=T).json()
+    assert state["state"] == "RUNNING", f"the job ended before the kill; make it longer: {state}"
+    deadline = time.monotonic() + 90
+    while True:
+        state = requests.get(f"{c.url}/sealstore/v1/{name}", timeout=T).json()
+        if state["state"] != "RUNNING":
+            break
+        assert time.monotonic() < deadline, f"no gateway took the job over: {state}"
+        time.sleep(0.5)
+    assert state["state"] == "SUCCEEDED", state
+    counters = {k: int(v) for k, v in state.get("counters", {}).items()}
+    assert counters.get("failed", 0) == 0, state
+    assert counters.get("rewritten", 0) + counters.get("skipped", 0) == n, state
+    items, token = [], None
+    while True:
+        page = requests.get(f"{a.url}/storage/v1/b/{bucket}/o",
+                            params={"maxResults": 1000, **({"pageToken": token} if token else {})}, timeout=T).json()
+        items += page.get("items", [])
+        token = page.get("nextPageToken")
+        if not token:
+            break
+    assert len(items) == n
+    for o in items:
+        assert o["kmsKeyName"].startswith(k2.name + "/"), o
+        assert o["metageneration"] == "2", f"{o['name']} re-wrapped {int(o['metageneration']) - 1} times"
+    assert requests.get(f"{c.url}/storage/v1/b/{bucket}/o/o01999", params={"alt": "media"}, timeout=T).content == b"v1999"

@@ -9,6 +9,8 @@ use std::sync::Mutex;
 pub struct AuditLog {
     file: Option<Mutex<std::fs::File>>,
     stdout: bool,
+    /// `--node-id`: which gateway wrote the record, when several share one database.
+    node: Option<String>,
 }
 
 impl AuditLog {
@@ -20,7 +22,14 @@ impl AuditLog {
         Ok(Self {
             file: Some(Mutex::new(file)),
             stdout,
+            node: None,
         })
+    }
+
+    /// Names this gateway in every record (`"node"`).
+    pub fn with_node(mut self, node: &str) -> Self {
+        self.node = Some(node.to_owned());
+        self
     }
 
     /// An audit log that records nothing (benchmarks).
@@ -28,6 +37,7 @@ impl AuditLog {
         Self {
             file: None,
             stdout: false,
+            node: None,
         }
     }
 
@@ -48,6 +58,9 @@ impl AuditLog {
             "permission": permission,
             "outcome": outcome,
         });
+        if let Some(node) = &self.node {
+            line["node"] = serde_json::Value::String(node.clone());
+        }
         // Background work (scheduled destruction, rotation) has no request.
         if let Some(id) = crate::request_id::current() {
             line["requestId"] = serde_json::Value::String(id.to_string());
