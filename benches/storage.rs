@@ -7,7 +7,13 @@
 //! - the production shape: the same streams and small operations with `--auth token`
 //!   (every request carries a bearer token) into a bucket whose default key is a CMEK
 //!   key (every data key wrapped and unwrapped through the KMS as the service agent),
-//!   then the server's `/metrics` series from that run.
+//!   then the server's `/metrics` series from that run;
+//! - `s3`: 256 MiB through an S3 blob store (moto) against `file://`, and moto's own
+//!   ceiling; `gateways`: 4 KiB PUT/GET with one and with three gateways on one
+//!   PostgreSQL (see `storage/scaleout.rs`).
+
+#[path = "storage/scaleout.rs"]
+mod scaleout;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -27,10 +33,16 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Self {
+        Self::start_with(extra, &[])
+    }
+
+    /// With extra environment (a cloud blob store's AWS_* variables).
+    fn start_with(extra: &[&str], env: &[(String, String)]) -> Self {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "sealstore-bench-storage-{}-{}",
             std::process::id(),
-            extra.len()
+            STARTED.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
         let mut child = Command::new(env!("CARGO_BIN_EXE_sealstore"))
@@ -48,6 +60,7 @@ impl Server {
                     .unwrap_or_default(),
             )
             .env("RUST_LOG", "warn,sealstore=info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stderr(Stdio::piped())
             .spawn()
             .expect("start server");
@@ -263,11 +276,17 @@ fn small_ops(s: &Server, put: bool, seconds: f64) -> f64 {
 }
 
 fn small_ops_as(s: &Server, auth: Option<String>, put: bool, seconds: f64) -> f64 {
+    small_ops_over(&[s], auth, put, seconds)
+}
+
+/// 16 clients spread over `servers` (client `t` talks to server `t % n`).
+fn small_ops_over(servers: &[&Server], auth: Option<String>, put: bool, seconds: f64) -> f64 {
     let done = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let threads: Vec<_> = (0..16)
         .map(|t| {
-            let (url, auth, done) = (s.url.clone(), auth.clone(), done.clone());
+            let url = servers[t % servers.len()].url.clone();
+            let (auth, done) = (auth.clone(), done.clone());
             std::thread::spawn(move || {
                 let mut c = Raw::connect(&url, auth.as_deref());
                 let body = vec![7u8; 4096];
@@ -390,6 +409,12 @@ fn main() {
     }
     if want("token-pg") {
         production(Some(sealstore_testpg::fresh_database()));
+    }
+    if want("s3") {
+        scaleout::s3_backend();
+    }
+    if want("gateways") {
+        scaleout::gateways();
     }
     let s = Server::start(&[]);
     // Let the server finish start-up work (it pre-generates RSA import-job keys in the
