@@ -15,9 +15,8 @@ struct Moto {
 
 impl Moto {
     fn start() -> Option<Self> {
-        let bin = std::env::var("BENCH_MOTO_SERVER").unwrap_or_else(|_| {
-            format!("{}/.venv-emulators/bin/moto_server", env!("CARGO_MANIFEST_DIR"))
-        });
+        let bin = std::env::var("BENCH_MOTO_SERVER")
+            .unwrap_or_else(|_| format!("{}/.venv-emulators/bin/moto_server", env!("CARGO_MANIFEST_DIR")));
         if !std::path::Path::new(&bin).exists() {
             println!("s3: skipped, no moto server at {bin} (run tests/run.sh once, or set BENCH_MOTO_SERVER)");
             return None;
@@ -62,7 +61,10 @@ impl Moto {
     /// gateway writes (one at a time, as a single upload stream does): the ceiling.
     fn direct(&self) -> (f64, f64) {
         use object_store::{ObjectStore, path::Path};
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let store = object_store::aws::AmazonS3Builder::new()
             .with_endpoint(format!("http://127.0.0.1:{}", self.port))
             .with_allow_http(true)
@@ -85,7 +87,13 @@ impl Moto {
             let up = BIG as f64 / t.elapsed().as_secs_f64() / 1e6;
             let t = Instant::now();
             for i in 0..parts {
-                store.get(&Path::from(format!("direct/{i}"))).await.unwrap().bytes().await.unwrap();
+                store
+                    .get(&Path::from(format!("direct/{i}")))
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
             }
             let down = BIG as f64 / t.elapsed().as_secs_f64() / 1e6;
             (up, down)
@@ -164,8 +172,14 @@ pub fn gateways() {
     );
     println!("4 KiB PUT, 16 clients, 1 gateway  on PostgreSQL   {:>8.0} ops/s", one.0);
     println!("4 KiB GET, 16 clients, 1 gateway  on PostgreSQL   {:>8.0} ops/s", one.1);
-    println!("4 KiB PUT, 16 clients, 3 gateways on PostgreSQL   {:>8.0} ops/s (aggregate)", three.0);
-    println!("4 KiB GET, 16 clients, 3 gateways on PostgreSQL   {:>8.0} ops/s (aggregate)", three.1);
+    println!(
+        "4 KiB PUT, 16 clients, 3 gateways on PostgreSQL   {:>8.0} ops/s (aggregate)",
+        three.0
+    );
+    println!(
+        "4 KiB GET, 16 clients, 3 gateways on PostgreSQL   {:>8.0} ops/s (aggregate)",
+        three.1
+    );
     println!(
         "3 gateways / 1: PUT {:.2}x, GET {:.2}x (2 cores shared by the gateways, PostgreSQL and the clients)",
         three.0 / one.0,

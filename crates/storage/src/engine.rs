@@ -37,6 +37,8 @@ pub const MAX_COMPOSE_SOURCES: usize = 32;
 const MAX_FILTERED_PER_PAGE: usize = 10_000;
 /// Segments fetched per blob read while streaming a download (about 4 MiB).
 const READ_BATCH: u64 = 64;
+/// Batches of a download in flight at once (this one and the next).
+const READ_AHEAD: usize = 2;
 /// How long a cached bucket is used without reading it again: the bound on seeing a
 /// bucket change made by another process.
 pub const BUCKET_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -1223,73 +1225,82 @@ impl Storage {
         let count = segment_count(size);
         let first = if end > start { start / SEGMENT as u64 } else { count };
         let last_needed = if end > start { (end - 1) / SEGMENT as u64 } else { 0 };
-        futures::stream::try_unfold(first, move |seg| {
-            let (env, cipher, blobs, meta) = (env.clone(), cipher.clone(), blobs.clone(), meta.clone());
-            let (bucket, name) = (bucket.clone(), name.clone());
-            async move {
-                if seg > last_needed || seg >= count {
-                    return Ok(None);
+        // The batches to read, each within one blob part: (first segment, end, part,
+        // the part's first segment).
+        let mut plan: Vec<StorageResult<(u64, u64, usize, u64)>> = vec![];
+        let mut seg = first;
+        while seg <= last_needed && seg < count {
+            let mut base = 0u64;
+            let mut located = None;
+            for (i, n) in env.parts.iter().enumerate() {
+                if seg < base + n {
+                    located = Some((i, base + n));
+                    break;
                 }
-                // Locate the part holding `seg`, and read a batch within it.
-                let mut base = 0u64;
-                let mut part = None;
-                for (i, n) in env.parts.iter().enumerate() {
-                    if seg < base + n {
-                        part = Some(i);
-                        break;
-                    }
-                    base += n;
-                }
-                let part = part.ok_or_else(|| StorageError::internal("blob parts do not cover the object"))?;
-                let part_end = base + env.parts.get(part).copied().unwrap_or(0);
-                let batch_end = (seg + READ_BATCH).min(last_needed + 1).min(part_end);
-                if batch_end <= seg {
-                    return Err(StorageError::internal("blob parts do not cover the object"));
-                }
-                let stride = (SEGMENT + TAG) as u64;
-                let from = (seg - base) * stride;
-                let to = (batch_end - 1 - base) * stride + segment_plain_len(size, batch_end - 1) as u64 + TAG as u64;
-                let data = if env.inline {
-                    let sealed = match env.inline_data {
-                        Some(d) => d.0,
-                        None => load_inline(meta, bucket, name, generation).await?,
-                    };
-                    let range = usize::try_from(from).unwrap_or(usize::MAX)..usize::try_from(to).unwrap_or(usize::MAX);
-                    sealed
-                        .get(range.clone())
-                        .map(|_| sealed.slice(range))
-                        .ok_or_else(|| StorageError::internal("short inline data"))?
-                } else {
-                    blobs.read(&env.blob_id, part, from..to).await?
-                };
-                // Decrypt in place and compact the plaintext to the front of the buffer:
-                // no per-segment copies.
-                let mut buf = bytes::BytesMut::from(data);
-                let mut read_off = 0usize;
-                let mut out_len = 0usize;
-                for s in seg..batch_end {
-                    let len = segment_plain_len(size, s) + TAG;
-                    if read_off + len > buf.len() {
-                        return Err(StorageError::internal("short blob read"));
-                    }
-                    let index = u32::try_from(s).map_err(StorageError::internal)?;
-                    let n = cipher
-                        .open_segment(index, s + 1 == count, &mut buf[read_off..read_off + len])
-                        .map_err(|e| StorageError::Internal(format!("object data failed authentication: {e}")))?;
-                    let seg_start = s * SEGMENT as u64;
-                    let lo = start.saturating_sub(seg_start) as usize;
-                    let hi = (end - seg_start).min(n as u64) as usize;
-                    if lo < hi {
-                        buf.copy_within(read_off + lo..read_off + hi, out_len);
-                        out_len += hi - lo;
-                    }
-                    read_off += len;
-                }
-                buf.truncate(out_len);
-                let out = buf.freeze();
-                Ok(Some((out, batch_end)))
+                base += n;
             }
-        })
+            let Some((part, part_end)) = located else {
+                plan.push(Err(StorageError::internal("blob parts do not cover the object")));
+                break;
+            };
+            let batch_end = (seg + READ_BATCH).min(last_needed + 1).min(part_end);
+            plan.push(Ok((seg, batch_end, part, base)));
+            seg = batch_end;
+        }
+        futures::stream::iter(plan)
+            .map(move |batch| {
+                let (env, cipher, blobs, meta) = (env.clone(), cipher.clone(), blobs.clone(), meta.clone());
+                let (bucket, name) = (bucket.clone(), name.clone());
+                async move {
+                    let (seg, batch_end, part, base) = batch?;
+                    let stride = (SEGMENT + TAG) as u64;
+                    let from = (seg - base) * stride;
+                    let to =
+                        (batch_end - 1 - base) * stride + segment_plain_len(size, batch_end - 1) as u64 + TAG as u64;
+                    let data = if env.inline {
+                        let sealed = match env.inline_data {
+                            Some(d) => d.0,
+                            None => load_inline(meta, bucket, name, generation).await?,
+                        };
+                        let range =
+                            usize::try_from(from).unwrap_or(usize::MAX)..usize::try_from(to).unwrap_or(usize::MAX);
+                        sealed
+                            .get(range.clone())
+                            .map(|_| sealed.slice(range))
+                            .ok_or_else(|| StorageError::internal("short inline data"))?
+                    } else {
+                        blobs.read(&env.blob_id, part, from..to).await?
+                    };
+                    // Decrypt in place and compact the plaintext to the front of the
+                    // buffer: no per-segment copies.
+                    let mut buf = bytes::BytesMut::from(data);
+                    let mut read_off = 0usize;
+                    let mut out_len = 0usize;
+                    for s in seg..batch_end {
+                        let len = segment_plain_len(size, s) + TAG;
+                        if read_off + len > buf.len() {
+                            return Err(StorageError::internal("short blob read"));
+                        }
+                        let index = u32::try_from(s).map_err(StorageError::internal)?;
+                        let n = cipher
+                            .open_segment(index, s + 1 == count, &mut buf[read_off..read_off + len])
+                            .map_err(|e| StorageError::Internal(format!("object data failed authentication: {e}")))?;
+                        let seg_start = s * SEGMENT as u64;
+                        let lo = start.saturating_sub(seg_start) as usize;
+                        let hi = (end - seg_start).min(n as u64) as usize;
+                        if lo < hi {
+                            buf.copy_within(read_off + lo..read_off + hi, out_len);
+                            out_len += hi - lo;
+                        }
+                        read_off += len;
+                    }
+                    buf.truncate(out_len);
+                    Ok(buf.freeze())
+                }
+            })
+            // One batch read ahead: a remote blob store's per-request latency overlaps
+            // the client's receiving of the previous batch.
+            .buffered(READ_AHEAD)
     }
 
     // ---- metadata ------------------------------------------------------------------
