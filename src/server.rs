@@ -165,7 +165,12 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Built> {
     )?);
     let meta = db.meta().await?;
     let blob_spec = crate::blob_backend::BlobSpec::parse(cfg.blob_store.as_deref(), &cfg.data_dir)?;
-    let blobs = crate::blob_backend::open(&blob_spec)?;
+    let mut blobs = crate::blob_backend::open(&blob_spec)?;
+    if matches!(db, crate::database::Database::Postgres { .. }) {
+        // Other gateways sweep the same blob store: a write running past five minutes
+        // shows them a hold (a lease row) until it ends.
+        blobs = blobs.with_shared_holds(leases.clone(), holder.clone(), Duration::from_secs(300));
+    }
     crate::files::warn_loose(&cfg.data_dir, blob_spec.local_dir());
     let storage = Arc::new(
         crate::storage::Storage::new(meta.clone(), blobs, keys, clock.clone())?

@@ -18,14 +18,42 @@ pub struct BlobStore {
     /// `None` for stores with nothing to sync (in memory).
     local_root: Option<Arc<LocalRoot>>,
     activity: Arc<Mutex<Activity>>,
+    /// Holds shared with the other gateways on one database (`with_shared_holds`).
+    shared: Option<Arc<SharedHolds>>,
+}
+
+/// A write's hold on its blob, made visible to other gateways' sweeps: a lease row
+/// `blob-write/ID`, taken only once a write has run for `after` (short writes, nearly
+/// all of them, cost no database round trip) and renewed until the write ends. Other
+/// gateways' sweeps otherwise rely on their one-hour grace, which a write that keeps
+/// adding parts for longer than that would outlast.
+struct SharedHolds {
+    leases: Arc<sealstore_core::leases::Leases>,
+    holder: String,
+    after: std::time::Duration,
+}
+
+/// How long a hold lasts unless renewed (renewed every third of it).
+const HOLD_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+fn hold_name(blob_id: &str) -> String {
+    format!("blob-write/{blob_id}")
 }
 
 /// Which blobs are being written (and so must not be swept, whatever their files' age)
 /// and which the sweeper is deleting from (and so must not be written meanwhile).
 #[derive(Default)]
 struct Activity {
-    writing: HashMap<String, usize>,
+    writing: HashMap<String, Writing>,
     sweeping: HashSet<String>,
+}
+
+/// The leases held on one blob in this process, and the task keeping its shared hold.
+struct Writing {
+    count: usize,
+    holding: Option<tokio::task::JoinHandle<()>>,
+    /// Whether the task took the shared hold (so it must be released).
+    held: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Held while a blob is being written: from before its first part until the row or
@@ -34,16 +62,37 @@ struct Activity {
 pub struct BlobLease {
     activity: Arc<Mutex<Activity>>,
     blob_id: String,
+    shared: Option<Arc<SharedHolds>>,
 }
 
 impl Drop for BlobLease {
     fn drop(&mut self) {
         let mut a = self.activity.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = a.writing.get_mut(&self.blob_id) {
-            *n -= 1;
-            if *n == 0 {
-                a.writing.remove(&self.blob_id);
-            }
+        let Some(w) = a.writing.get_mut(&self.blob_id) else {
+            return;
+        };
+        w.count -= 1;
+        if w.count > 0 {
+            return;
+        }
+        let Some(w) = a.writing.remove(&self.blob_id) else {
+            return;
+        };
+        drop(a);
+        if let Some(task) = w.holding {
+            task.abort();
+        }
+        // Released at once when it was taken; otherwise (no runtime) it lapses.
+        if w.held.load(std::sync::atomic::Ordering::SeqCst)
+            && let Some(shared) = self.shared.clone()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let name = hold_name(&self.blob_id);
+            rt.spawn(async move {
+                if let Err(e) = shared.leases.release(&name, &shared.holder).await {
+                    tracing::warn!(lease = %name, error = %e, "could not release a blob hold; it lapses");
+                }
+            });
         }
     }
 }
@@ -86,7 +135,20 @@ impl BlobStore {
             store,
             local_root: None,
             activity: Arc::default(),
+            shared: None,
         }
+    }
+
+    /// Makes writes that last longer than `after` visible to the sweeps of other
+    /// processes sharing `leases` (gateways on one database and one blob store).
+    pub fn with_shared_holds(
+        mut self,
+        leases: Arc<sealstore_core::leases::Leases>,
+        holder: String,
+        after: std::time::Duration,
+    ) -> Self {
+        self.shared = Some(Arc::new(SharedHolds { leases, holder, after }));
+        self
     }
 
     /// A `LocalFileSystem` store rooted at `root`: parts are fsynced after they are written.
@@ -98,6 +160,7 @@ impl BlobStore {
                 durable_dirs: Mutex::new(HashSet::new()),
             })),
             activity: Arc::default(),
+            shared: None,
         }
     }
 
@@ -113,10 +176,20 @@ impl BlobStore {
                 let mut a = self.activity.lock().unwrap_or_else(|e| e.into_inner());
                 let busy = exclusive && a.writing.contains_key(blob_id);
                 if !busy && !a.sweeping.contains(blob_id) {
-                    *a.writing.entry(blob_id.to_owned()).or_insert(0) += 1;
+                    let shared = self.shared.clone();
+                    let w = a.writing.entry(blob_id.to_owned()).or_insert_with(|| {
+                        let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                        Writing {
+                            count: 0,
+                            holding: shared.map(|s| tokio::spawn(keep_hold(s, hold_name(blob_id), held.clone()))),
+                            held,
+                        }
+                    });
+                    w.count += 1;
                     return Ok(Arc::new(BlobLease {
                         activity: self.activity.clone(),
                         blob_id: blob_id.to_owned(),
+                        shared: self.shared.clone(),
                     }));
                 }
             }
@@ -126,6 +199,24 @@ impl BlobStore {
                 ));
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Whether another process's write holds the blob (or, failing safe, whether that
+    /// cannot be known now).
+    async fn held_elsewhere(&self, blob_id: &str) -> bool {
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        if blob_id.is_empty() {
+            return false;
+        }
+        match shared.leases.holder(&hold_name(blob_id)).await {
+            Ok(holder) => holder.is_some(),
+            Err(e) => {
+                tracing::warn!(blob = blob_id, error = %e, "could not check a blob's write hold; keeping it");
+                true
+            }
         }
     }
 
@@ -223,7 +314,7 @@ impl BlobStore {
             let part = meta.location.filename().and_then(parse_part);
             let id = part.map_or("", |(id, _)| id).to_owned();
             let keep = part.is_some_and(|(id, n)| referenced.get(id).is_some_and(|&count| n < count));
-            if keep || writing.contains(&id) || !self.begin_sweeping(&id) {
+            if keep || writing.contains(&id) || self.held_elsewhere(&id).await || !self.begin_sweeping(&id) {
                 continue;
             }
             // Unchanged since the listing: not rewritten by a write that came and went.
@@ -257,6 +348,19 @@ fn same_version(now: &object_store::ObjectMeta, listed: &object_store::ObjectMet
     match (tag(now), tag(listed)) {
         (Some(a), Some(b)) => a == b,
         _ => now.last_modified == listed.last_modified,
+    }
+}
+
+/// Takes the shared hold once a write has run for `after`, and renews it until aborted.
+async fn keep_hold(shared: Arc<SharedHolds>, name: String, held: Arc<std::sync::atomic::AtomicBool>) {
+    tokio::time::sleep(shared.after).await;
+    loop {
+        match shared.leases.acquire(&name, &shared.holder, HOLD_TTL).await {
+            Ok(true) => held.store(true, std::sync::atomic::Ordering::SeqCst),
+            Ok(false) => tracing::warn!(lease = %name, "a blob being written is held by another process"),
+            Err(e) => tracing::warn!(lease = %name, error = %e, "could not take a blob hold; retrying"),
+        }
+        tokio::time::sleep(HOLD_TTL / 3).await;
     }
 }
 
@@ -389,6 +493,46 @@ mod tests {
             .await
             .expect("the writer never started")
             .unwrap();
+    }
+
+    /// Two processes on one blob store and one lease store: a write that has run past
+    /// `after` is left alone by the other's sweep, and swept once it is given up.
+    #[tokio::test]
+    async fn long_writes_are_held_against_other_processes_sweeps() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let leases = Arc::new(sealstore_core::leases::Leases::memory());
+        let after = std::time::Duration::from_millis(20);
+        let a = BlobStore::new(store.clone()).with_shared_holds(leases.clone(), "a".into(), after);
+        let b = BlobStore::new(store).with_shared_holds(leases.clone(), "b".into(), after);
+        let future = chrono::Utc::now() + chrono::TimeDelta::days(1);
+        let none = || async { Ok(HashMap::new()) };
+        // A short write (given up before `after`) takes no hold.
+        let quick = new_blob_id();
+        let lease = a.lease(&quick, false).await.unwrap();
+        a.put_part(&quick, 0, vec![Bytes::from_static(b"q")]).await.unwrap();
+        drop(lease);
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        assert_eq!(leases.holder(&hold_name(&quick)).await.unwrap(), None);
+        assert_eq!(b.sweep(future, none).await.unwrap(), 1);
+        // A long one is held until it ends.
+        let long = new_blob_id();
+        let lease = a.lease(&long, false).await.unwrap();
+        a.put_part(&long, 0, vec![Bytes::from_static(b"part 0")]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(leases.holder(&hold_name(&long)).await.unwrap().as_deref(), Some("a"));
+        assert_eq!(
+            b.sweep(future, none).await.unwrap(),
+            0,
+            "another process swept a held write"
+        );
+        assert_eq!(&a.read(&long, 0, 0..6).await.unwrap()[..], b"part 0");
+        drop(lease);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while leases.holder(&hold_name(&long)).await.unwrap().is_some() {
+            assert!(tokio::time::Instant::now() < deadline, "the hold was not released");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(b.sweep(future, none).await.unwrap(), 1);
     }
 
     #[tokio::test]
