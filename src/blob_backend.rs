@@ -82,10 +82,11 @@ fn retry() -> object_store::RetryConfig {
     }
 }
 
-pub fn open(spec: &BlobSpec) -> anyhow::Result<BlobStore> {
+/// `shared`: other gateways may be writing into the same store (a shared database).
+pub fn open(spec: &BlobSpec, shared: bool) -> anyhow::Result<BlobStore> {
     match spec {
         BlobSpec::Memory => Ok(BlobStore::new(Arc::new(object_store::memory::InMemory::new()))),
-        BlobSpec::File(path) => local_store(path.clone()),
+        BlobSpec::File(path) => local_store(path.clone(), shared),
         BlobSpec::Cloud {
             scheme,
             container,
@@ -123,9 +124,10 @@ pub fn open(spec: &BlobSpec) -> anyhow::Result<BlobStore> {
     }
 }
 
-/// A local blob directory. Staging files of multipart writes (`name#id`) that a crash
-/// left behind are removed first: nothing is writing at start-up.
-fn local_store(path: PathBuf) -> anyhow::Result<BlobStore> {
+/// A local blob directory. Staging files of writes (`name#id`) that a crash left behind
+/// are removed first: alone, nothing is writing at start-up; on a shared file system
+/// other gateways may be, so only staging files untouched for an hour go.
+fn local_store(path: PathBuf, shared: bool) -> anyhow::Result<BlobStore> {
     crate::files::private_dir(&path).with_context(|| format!("creating {}", path.display()))?;
     // The blob directory's own entry must be durable before any blob in it is.
     for dir in [
@@ -144,7 +146,10 @@ fn local_store(path: PathBuf) -> anyhow::Result<BlobStore> {
             let p = entry.path();
             if p.is_dir() {
                 dirs.push(p);
-            } else if entry.file_name().to_string_lossy().contains('#') && std::fs::remove_file(&p).is_ok() {
+            } else if entry.file_name().to_string_lossy().contains('#')
+                && (!shared || older_than(&entry, STAGING_GRACE))
+                && std::fs::remove_file(&p).is_ok()
+            {
                 removed += 1;
             }
         }
@@ -154,6 +159,18 @@ fn local_store(path: PathBuf) -> anyhow::Result<BlobStore> {
     }
     let store = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&path)?);
     Ok(BlobStore::local(store, path))
+}
+
+/// How long another gateway's staging file may sit untouched before start-up removes it.
+const STAGING_GRACE: Duration = Duration::from_secs(3600);
+
+fn older_than(entry: &std::fs::DirEntry, age: Duration) -> bool {
+    entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|e| e > age)
 }
 
 #[cfg(test)]
@@ -188,5 +205,21 @@ mod tests {
         for bad in ["gs://", "s3:///p", "file://", "ftp://x", "s3:/b"] {
             assert!(BlobSpec::parse(Some(bad), d).is_err(), "{bad} was accepted");
         }
+    }
+
+    /// Start-up removes crash leftovers (staging files) when alone; on a shared store it
+    /// leaves young ones, which may be other gateways' writes in flight.
+    #[test]
+    fn start_up_leaves_young_staging_files_on_a_shared_store() {
+        let dir = std::env::temp_dir().join(format!("sealstore-staging-{}", std::process::id()));
+        let staging = dir.join("ab").join("cd");
+        std::fs::create_dir_all(&staging).unwrap();
+        let file = staging.join("abcd.0#7");
+        std::fs::write(&file, b"in flight").unwrap();
+        local_store(dir.clone(), true).unwrap();
+        assert!(file.exists(), "a shared store lost another gateway's write in flight");
+        local_store(dir.clone(), false).unwrap();
+        assert!(!file.exists(), "a crash leftover survived start-up");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -165,8 +165,9 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Built> {
     )?);
     let meta = db.meta().await?;
     let blob_spec = crate::blob_backend::BlobSpec::parse(cfg.blob_store.as_deref(), &cfg.data_dir)?;
-    let mut blobs = crate::blob_backend::open(&blob_spec)?;
-    if matches!(db, crate::database::Database::Postgres { .. }) {
+    let shared_db = matches!(db, crate::database::Database::Postgres { .. });
+    let mut blobs = crate::blob_backend::open(&blob_spec, shared_db)?;
+    if shared_db {
         // Other gateways sweep the same blob store: a write running past five minutes
         // shows them a hold (a lease row) until it ends.
         blobs = blobs.with_shared_holds(leases.clone(), holder.clone(), Duration::from_secs(300));

@@ -141,7 +141,11 @@ class Emulator:
     def command(self) -> List[str]:
         raise NotImplementedError
 
-    def create_bucket(self) -> None:
+    def create_bucket(self, name: Optional[str] = None) -> None:
+        raise NotImplementedError
+
+    def delete_bucket(self, name: str) -> None:
+        """Deletes an empty bucket (or container)."""
         raise NotImplementedError
 
     def spec(self, prefix: str) -> str:
@@ -186,8 +190,11 @@ class Moto(Emulator):
             config=Config(retries={"max_attempts": 1}),
         )
 
-    def create_bucket(self) -> None:
-        self.client().create_bucket(Bucket=self.bucket)
+    def create_bucket(self, name: Optional[str] = None) -> None:
+        self.client().create_bucket(Bucket=name or self.bucket)
+
+    def delete_bucket(self, name: str) -> None:
+        self.client().delete_bucket(Bucket=name)
 
     def env(self) -> Dict[str, str]:
         return {
@@ -230,9 +237,13 @@ class SealstoreGcs(Emulator):
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def create_bucket(self) -> None:
-        r = requests.post(f"{self.base}/storage/v1/b?project=backend", json={"name": self.bucket}, timeout=10)
+    def create_bucket(self, name: Optional[str] = None) -> None:
+        r = requests.post(f"{self.base}/storage/v1/b?project=backend", json={"name": name or self.bucket}, timeout=10)
         assert r.status_code == 200, r.text
+
+    def delete_bucket(self, name: str) -> None:
+        r = requests.delete(f"{self.base}/storage/v1/b/{name}", timeout=10)
+        assert r.status_code == 204, r.text
 
     def env(self) -> Dict[str, str]:
         # object_store's documented way to reach an emulator: a service account file
@@ -283,8 +294,11 @@ class Azurite(Emulator):
             retry_total=0,
         )
 
-    def create_bucket(self) -> None:
-        self.service().create_container(self.bucket)
+    def create_bucket(self, name: Optional[str] = None) -> None:
+        self.service().create_container(name or self.bucket)
+
+    def delete_bucket(self, name: str) -> None:
+        self.service().delete_container(name)
 
     def env(self) -> Dict[str, str]:
         return {

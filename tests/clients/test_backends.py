@@ -246,3 +246,27 @@ def put_raw(emu: emulators.Emulator, names: List[str]) -> None:
         c = emu.service().get_container_client(emu.bucket)
         for n in names:
             c.upload_blob(n, body)
+
+
+def test_a_missing_backend_bucket_is_refused_at_start_and_answers_503_later(backend, tmp_path):
+    """A gateway pointed at a bucket the backend does not have does not start (the start-up
+    sweep lists it), naming the blob store; a bucket that disappears under a running
+    gateway makes writes a 503 the operator can fix, never a 500, and stores nothing."""
+    kind, emu, _ = backend
+    with pytest.raises(RuntimeError) as e:
+        Server(tmp_path / "gw0", ["--blob-store", f"{emu.scheme}://no-such-bucket-{kind}/p"], env=emu.env()).start()
+    assert "blob store" in str(e.value)
+    late = f"late-bucket-{kind}"
+    emu.create_bucket(late)
+    s = Server(tmp_path / "gw", ["--blob-store", f"{emu.scheme}://{late}/p", "--inline-max-bytes", "0"],
+               env=emu.env()).start()
+    try:
+        emu.delete_bucket(late)
+        name = f"b-{secrets.token_hex(6)}"
+        assert requests.post(f"{s.url}/storage/v1/b", params={"project": PROJECT}, json={"name": name}, timeout=T).ok
+        r = requests.post(f"{s.url}/upload/storage/v1/b/{name}/o", params={"uploadType": "media", "name": "x"},
+                          data=os.urandom(100_000), timeout=T)
+        assert r.status_code == 503, r.text
+        assert requests.get(f"{s.url}/storage/v1/b/{name}/o/x", timeout=T).status_code == 404
+    finally:
+        s.stop()

@@ -256,7 +256,17 @@ impl BlobStore {
 
     pub async fn put_part(&self, blob_id: &str, part: usize, segments: Vec<Bytes>) -> StorageResult<()> {
         let path = part_path(blob_id, part);
-        self.store.put(&path, segments.into_iter().collect()).await?;
+        match self.store.put(&path, segments.into_iter().collect()).await {
+            Ok(_) => {}
+            // A write can only miss the container itself (a bucket deleted or never made):
+            // the backend's fault, retryable once it is fixed, not a missing blob.
+            Err(object_store::Error::NotFound { path, source }) => {
+                return Err(StorageError::Unavailable(format!(
+                    "blob store: writing {path}: {source}"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
         if let Some(root) = self.local_root.clone() {
             tokio::task::spawn_blocking(move || root.sync(path.as_ref()))
                 .await
