@@ -165,9 +165,10 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Built> {
     )?);
     let meta = db.meta().await?;
     let blob_spec = crate::blob_backend::BlobSpec::parse(cfg.blob_store.as_deref(), &cfg.data_dir)?;
-    let shared_db = matches!(db, crate::database::Database::Postgres { .. });
-    let mut blobs = crate::blob_backend::open(&blob_spec, shared_db)?;
-    if shared_db {
+    // Whether other processes may share the database (and so the blob store).
+    let shared = matches!(db, crate::database::Database::Postgres { .. });
+    let mut blobs = crate::blob_backend::open(&blob_spec, shared)?;
+    if shared {
         // Other gateways sweep the same blob store: a write running past five minutes
         // shows them a hold (a lease row) until it ends.
         blobs = blobs.with_shared_holds(leases.clone(), holder.clone(), Duration::from_secs(300));
@@ -203,7 +204,6 @@ pub async fn build(cfg: &ServeConfig) -> anyhow::Result<Built> {
             .map(|d| d.trim_matches('.').to_ascii_lowercase()),
         in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_in_flight.max(1))),
     });
-    let shared = matches!(db, crate::database::Database::Postgres { .. });
     Ok(Built {
         state,
         leases,
