@@ -414,7 +414,10 @@ fn main() {
         scaleout::s3_backend();
     }
     if want("gateways") {
-        scaleout::gateways();
+        scaleout::gateways(false);
+    }
+    if want("gateways-token") {
+        scaleout::gateways(true);
     }
     let s = Server::start(&[]);
     // Let the server finish start-up work (it pre-generates RSA import-job keys in the

@@ -147,41 +147,71 @@ pub fn s3_backend() {
 }
 
 /// 4 KiB PUT and GET, 16 clients, on one and on three gateways sharing one PostgreSQL
-/// database and one blob directory.
-pub fn gateways() {
+/// database and one blob directory: in dev mode, and in the production shape
+/// (`--auth token`, every object under a CMEK bucket default).
+pub fn gateways(production: bool) {
     let url = sealstore_testpg::fresh_database();
-    let blobs = std::env::temp_dir().join(format!("sealstore-bench-shared-blobs-{}", std::process::id()));
+    let blobs = std::env::temp_dir().join(format!(
+        "sealstore-bench-shared-blobs-{}-{production}",
+        std::process::id()
+    ));
     let blob_spec = format!("file://{}", blobs.display());
-    let first = Server::start(&["--database", &url, "--blob-store", &blob_spec]);
+    let mut args = vec!["--database", &url, "--blob-store", &blob_spec];
+    if production {
+        args.extend(["--auth", "token", "--auto-grant-service-agent"]);
+    }
+    let mut first = Server::start(&args);
     let key = first.dir.join("root.key");
     let key = key.to_str().unwrap().to_owned();
     std::thread::sleep(Duration::from_secs(6));
-    make_bucket(&first);
+    let shape = if production {
+        first.auth = Some(first.create_token("user:bench@example.com", "bench", "roles/owner"));
+        let ring = "/v1/projects/bench/locations/us/keyRings";
+        first.post_json(&format!("{ring}?keyRingId=prod"), serde_json::json!({}));
+        first.post_json(
+            &format!("{ring}/prod/cryptoKeys?cryptoKeyId=k"),
+            serde_json::json!({"purpose": "ENCRYPT_DECRYPT"}),
+        );
+        first.post_json(
+            "/storage/v1/b?project=bench",
+            serde_json::json!({"name": "bench", "encryption": {"defaultKmsKeyName": "projects/bench/locations/us/keyRings/prod/cryptoKeys/k"}}),
+        );
+        " [token+CMEK]"
+    } else {
+        make_bucket(&first);
+        ""
+    };
+    let auth = first.auth.clone();
     let one = (
-        small_ops_over(&[&first], None, true, 5.0),
-        small_ops_over(&[&first], None, false, 5.0),
+        small_ops_over(&[&first], auth.clone(), true, 5.0),
+        small_ops_over(&[&first], auth.clone(), false, 5.0),
     );
-    let others: Vec<Server> = (0..2)
-        .map(|_| Server::start(&["--database", &url, "--blob-store", &blob_spec, "--root-key-file", &key]))
-        .collect();
+    args.extend(["--root-key-file", &key]);
+    let others: Vec<Server> = (0..2).map(|_| Server::start(&args)).collect();
     std::thread::sleep(Duration::from_secs(6));
     let all = [&first, &others[0], &others[1]];
     let three = (
-        small_ops_over(&all, None, true, 5.0),
-        small_ops_over(&all, None, false, 5.0),
+        small_ops_over(&all, auth.clone(), true, 5.0),
+        small_ops_over(&all, auth, false, 5.0),
     );
-    println!("4 KiB PUT, 16 clients, 1 gateway  on PostgreSQL   {:>8.0} ops/s", one.0);
-    println!("4 KiB GET, 16 clients, 1 gateway  on PostgreSQL   {:>8.0} ops/s", one.1);
     println!(
-        "4 KiB PUT, 16 clients, 3 gateways on PostgreSQL   {:>8.0} ops/s (aggregate)",
+        "4 KiB PUT, 16 clients, 1 gateway  on PostgreSQL   {:>8.0} ops/s{shape}",
+        one.0
+    );
+    println!(
+        "4 KiB GET, 16 clients, 1 gateway  on PostgreSQL   {:>8.0} ops/s{shape}",
+        one.1
+    );
+    println!(
+        "4 KiB PUT, 16 clients, 3 gateways on PostgreSQL   {:>8.0} ops/s (aggregate){shape}",
         three.0
     );
     println!(
-        "4 KiB GET, 16 clients, 3 gateways on PostgreSQL   {:>8.0} ops/s (aggregate)",
+        "4 KiB GET, 16 clients, 3 gateways on PostgreSQL   {:>8.0} ops/s (aggregate){shape}",
         three.1
     );
     println!(
-        "3 gateways / 1: PUT {:.2}x, GET {:.2}x (2 cores shared by the gateways, PostgreSQL and the clients)",
+        "3 gateways / 1: PUT {:.2}x, GET {:.2}x (2 cores shared by the gateways, PostgreSQL and the clients){shape}",
         three.0 / one.0,
         three.1 / one.1
     );

@@ -28,6 +28,7 @@ from conftest import (
     create_symmetric_key,
     decrypt_symmetric,
     encrypt_symmetric,
+    error_status,
     make_kms_client,
     set_version_state,
     unique_bucket_name,
@@ -51,17 +52,19 @@ def moto(tmp_path_factory):
     emu.stop()
 
 
-def start_gateways(tmp_path: Path, moto, n: int = 3):
+def start_gateways(tmp_path: Path, moto, n: int = 3, extra: tuple = ()):
     """`n` gateways on one fresh database and one S3 prefix; the first makes the root key
     and the others are given it (the sealed KMS state and every wrapped DEK depend on it)."""
     url = pgcluster.cluster().url_for(tmp_path / "shared-db")
     spec = moto.spec(tmp_path.name)
-    first = Server(tmp_path / "g0", ["--database", url, "--blob-store", spec, "--node-id", "g0"], env=moto.env()).start()
+    first = Server(
+        tmp_path / "g0", ["--database", url, "--blob-store", spec, "--node-id", "g0", *extra], env=moto.env()
+    ).start()
     rest = [
         Server(
             tmp_path / f"g{i}",
             ["--database", url, "--blob-store", spec, "--node-id", f"g{i}",
-             "--root-key-file", str(tmp_path / "g0" / "root.key")],
+             "--root-key-file", str(tmp_path / "g0" / "root.key"), *extra],
             env=moto.env(),
         ).start()
         for i in range(1, n)
@@ -117,6 +120,35 @@ def test_key_state_changes_on_one_gateway_hold_on_the_others(gateways):
     set_version_state(kb, v1, State.ENABLED)
     eventually(lambda: decrypt_symmetric(ka, key.name, ct).plaintext == b"shared secret", "re-enabled on B works on A")
     eventually(lambda: decrypt_symmetric(kc, key.name, ct).plaintext == b"shared secret", "re-enabled on B works on C")
+
+
+QUOTA = 5
+
+
+def test_kms_quota_is_one_per_project_across_gateways(tmp_path: Path, moto):
+    servers = start_gateways(tmp_path, moto, extra=("--kms-ops-per-minute", str(QUOTA)))
+    try:
+        clients = [make_kms_client(s.url) for s in servers]
+        key = create_symmetric_key(clients[0], create_key_ring(clients[0]).name)
+        # Every gateway knows the key before the count starts (a NOT_FOUND would count).
+        time.sleep(BOUND_S + SLACK_S)
+        start = time.monotonic()
+        admitted, refused_ = 0, []
+        for i in range(3 * QUOTA):
+            try:
+                encrypt_symmetric(clients[i % 3], key.name, f"m{i}".encode())
+                admitted += 1
+            except GoogleAPICallError as e:
+                refused_.append(e)
+        # The bucket refills at QUOTA a minute; it starts full.
+        allowed = QUOTA + int((time.monotonic() - start) * QUOTA / 60)
+        assert QUOTA <= admitted <= allowed, (admitted, allowed)
+        assert refused_, "nothing was refused"
+        for e in refused_:
+            assert e.code == 429 and error_status(e) == "RESOURCE_EXHAUSTED", e
+    finally:
+        for s in servers:
+            s.stop()
 
 
 def _put(s: Server, bucket: str, name: str, data: bytes, **params) -> requests.Response:
@@ -344,8 +376,17 @@ def test_kill_9_of_one_gateway_during_uploads_loses_no_acknowledged_object(gatew
             assert got.status_code == 200 and got.content == data, name
         else:
             assert got.status_code == 404 or got.content == data, f"{name}: half-written object visible"
-    # The listing agrees with the reads.
-    listed = {o["name"] for o in requests.get(f"{c.url}/storage/v1/b/{bucket}/o", timeout=T).json().get("items", [])}
+    # The listing agrees with the reads (every page of it: a fast machine writes more
+    # than one page's 1,000 objects).
+    listed, token = set(), None
+    while True:
+        page = requests.get(
+            f"{c.url}/storage/v1/b/{bucket}/o", params={"pageToken": token} if token else {}, timeout=T
+        ).json()
+        listed |= {o["name"] for o in page.get("items", [])}
+        token = page.get("nextPageToken")
+        if not token:
+            break
     assert set(acked) <= listed <= set(attempted)
 
 

@@ -77,7 +77,7 @@ pub(super) struct Inner {
     generation: Mutex<VecDeque<(VersionName, Algorithm)>>,
     generation_wake: Condvar,
     generation_started: std::sync::Once,
-    quota: Mutex<Option<Quota>>,
+    pub(super) quota: Mutex<Option<super::quota::Quota>>,
     events: RwLock<Option<Arc<dyn EventSink>>>,
     /// The store epoch `state` reflects (`store.rs`).
     pub(super) epoch: AtomicI64,
@@ -86,13 +86,6 @@ pub(super) struct Inner {
     pub(super) validated_ms: AtomicU64,
     /// The staleness watchdog's verdict (`freshness.rs`); `true` sends `fresh` to the clock.
     pub(super) stale: std::sync::atomic::AtomicBool,
-}
-
-/// A per-project token bucket on encrypt/decrypt requests (Cloud KMS quotas).
-struct Quota {
-    per_minute: u32,
-    exempt: Vec<String>,
-    buckets: std::collections::HashMap<String, (f64, std::time::Instant)>,
 }
 
 /// More asymmetric versions than this waiting for generation → RESOURCE_EXHAUSTED.
@@ -303,37 +296,6 @@ impl Kms {
             kms.start_wrapping_key_pool();
         }
         Ok(kms)
-    }
-
-    /// Limits encrypt/decrypt to `per_minute` requests per project (token bucket);
-    /// `exempt` projects are not limited.
-    pub fn set_quota(&self, per_minute: u32, exempt: &[&str]) {
-        *self.inner.quota.lock().unwrap_or_else(|e| e.into_inner()) = Some(Quota {
-            per_minute,
-            exempt: exempt.iter().map(|s| (*s).to_owned()).collect(),
-            buckets: Default::default(),
-        });
-    }
-
-    fn take_quota(&self, project: &str) -> KmsResult<()> {
-        let mut guard = self.inner.quota.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(q) = guard.as_mut() else { return Ok(()) };
-        if q.exempt.iter().any(|p| p == project) {
-            return Ok(());
-        }
-        let cap = f64::from(q.per_minute);
-        let now = std::time::Instant::now();
-        let (tokens, last) = q.buckets.entry(project.to_owned()).or_insert((cap, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * cap / 60.0).min(cap);
-        *last = now;
-        if *tokens < 1.0 {
-            return Err(KmsError::ResourceExhausted(format!(
-                "Quota exceeded for quota metric 'Cryptographic requests' of project {project}: {} per minute.",
-                q.per_minute
-            )));
-        }
-        *tokens -= 1.0;
-        Ok(())
     }
 
     pub fn set_event_sink(&self, sink: Arc<dyn EventSink>) {

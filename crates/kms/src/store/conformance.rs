@@ -145,7 +145,7 @@ fn until(deadline: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
 
 /// Two cores on one database act as one key manager: a version disabled through one
 /// stops working through the other within the bound, and mutations on either see the
-/// other's changes first.
+/// other's changes first; they count one quota per project.
 fn two_cores_one_key_manager((a, b): &Pair) {
     let root = RootKey::generate();
     let clock = Arc::new(ManualClock::new());
@@ -177,6 +177,57 @@ fn two_cores_one_key_manager((a, b): &Pair) {
     assert_eq!(v2.version, 2);
     let v3 = ka.create_version(&key).unwrap().name;
     assert_eq!(v3.version, 3, "A refreshed before creating");
+
+    // They share each project's quota.
+    ka.set_quota(5, &[]);
+    kb.set_quota(5, &[]);
+    let mut admitted = 0;
+    for i in 0..12 {
+        let core = if i % 2 == 0 { &ka } else { &kb };
+        match core.encrypt(&key, None, b"m", b"") {
+            Ok(_) => admitted += 1,
+            Err(KmsError::ResourceExhausted(msg)) => assert!(msg.contains("project p:"), "{msg}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(admitted, 5, "one quota of 5 for the project, whichever core serves it");
+}
+
+/// The quota bucket is one per name for every process on the database: a new bucket
+/// is full, grants never exceed what it holds, and it refills at its rate.
+fn quota_buckets((a, b): &Pair) {
+    assert_eq!(a.take_tokens("t/fresh", 3, 5).unwrap(), 3);
+    assert_eq!(b.take_tokens("t/fresh", 3, 5).unwrap(), 2, "B sees what A took");
+    assert_eq!(a.take_tokens("t/fresh", 1, 5).unwrap(), 0, "empty (one token in 12 s)");
+    assert_eq!(
+        b.take_tokens("t/other", 9, 5).unwrap(),
+        5,
+        "buckets are per name, capped at the quota"
+    );
+
+    // Refill: 60,000 a minute is one token a millisecond.
+    assert_eq!(a.take_tokens("t/refill", 60_000, 60_000).unwrap(), 60_000);
+    std::thread::sleep(Duration::from_millis(200));
+    let refilled = b.take_tokens("t/refill", 60_000, 60_000).unwrap();
+    assert!((150..=5_000).contains(&refilled), "{refilled}");
+
+    // Many takers on both handles at once: exactly what the bucket held, plus at most
+    // what it refilled meanwhile (40 a minute: under one a second).
+    let start = Instant::now();
+    let granted: u32 = std::thread::scope(|s| {
+        let takers: Vec<_> = (0..16)
+            .map(|i| {
+                let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+                s.spawn(move || (0..6).map(|_| store.take_tokens("t/race", 1, 40).unwrap()).sum::<u32>())
+            })
+            .collect();
+        takers.into_iter().map(|t| t.join().unwrap()).sum()
+    });
+    let refill_bound = (start.elapsed().as_secs_f64() * 40.0 / 60.0).ceil() as u32;
+    assert!(
+        granted >= 40 && granted <= 40 + refill_bound,
+        "{granted} (refill bound {refill_bound})"
+    );
 }
 
 fn suite(pair: &Pair) {
@@ -184,6 +235,7 @@ fn suite(pair: &Pair) {
     racing_writers_one_wins(pair);
     sealed_secrets(pair);
     two_cores_one_key_manager(pair);
+    quota_buckets(pair);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

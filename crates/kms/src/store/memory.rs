@@ -31,6 +31,8 @@ struct State {
     retired: BTreeMap<String, RetiredResource>,
     operations: BTreeMap<String, Operation>,
     epoch: i64,
+    /// Quota buckets: tokens left and when, in ms since the Unix epoch.
+    quotas: BTreeMap<String, (f64, i64)>,
 }
 
 #[derive(Default)]
@@ -130,5 +132,15 @@ impl KmsStore for MemoryKmsStore {
             return Ok(v.sealed.clone());
         }
         Ok(s.import_jobs.get(name).and_then(|j| j.sealed.clone()))
+    }
+
+    fn take_tokens(&self, name: &str, want: u32, per_minute: u32) -> Result<u32, StoreError> {
+        let now = super::quota::now_ms();
+        let mut s = self.state();
+        let (tokens, at) = s.quotas.get(name).copied().unwrap_or((f64::from(per_minute), now));
+        let elapsed_s = now.saturating_sub(at) as f64 / 1000.0;
+        let (granted, left) = super::quota::take(tokens, elapsed_s, want, per_minute);
+        s.quotas.insert(name.to_owned(), (left, now));
+        Ok(granted)
     }
 }

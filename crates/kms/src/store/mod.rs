@@ -11,6 +11,7 @@
 mod conformance;
 mod memory;
 mod postgres;
+mod quota;
 mod sqlite;
 
 pub use memory::MemoryKmsStore;
@@ -85,4 +86,11 @@ pub trait KmsStore: Send + Sync {
     fn commit(&self, writes: &[Write<'_>], expected: i64) -> Result<i64, StoreError>;
     /// Reads a record's sealed secret back (tests use it to prove erasure).
     fn sealed_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Takes up to `want` tokens from the quota bucket `name`, shared by every process
+    /// on this database: a token bucket that holds at most `per_minute` tokens, starts
+    /// full and refills at `per_minute` a minute. Returns how many it granted (0 when
+    /// empty). The read and the write are one atomic step, so concurrent takers never
+    /// together get more than the bucket held. Not part of the epoch: quota use is not
+    /// key state.
+    fn take_tokens(&self, name: &str, want: u32, per_minute: u32) -> Result<u32, StoreError>;
 }

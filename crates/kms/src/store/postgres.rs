@@ -15,7 +15,27 @@ CREATE TABLE IF NOT EXISTS kms_retired (name TEXT PRIMARY KEY, doc TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS kms_operations (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS kms_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), v BIGINT NOT NULL);
 INSERT INTO kms_epoch (id, v) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS kms_quota (
+    name TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, at TIMESTAMPTZ NOT NULL,
+    granted DOUBLE PRECISION NOT NULL);
 ";
+
+/// `quota::take` in one statement (the conflicting row's lock makes it atomic), timed
+/// by the database's clock so that gateways whose clocks disagree share one bucket
+/// fairly. Every SET expression reads the row as it was, so `refilled` is spelled out
+/// twice. $1 name, $2 per_minute, $3 want.
+const TAKE_TOKENS: &str = "
+INSERT INTO kms_quota AS q (name, tokens, at, granted)
+VALUES ($1, $2::float8 - LEAST($3::float8, $2::float8), now(), LEAST($3::float8, $2::float8))
+ON CONFLICT (name) DO UPDATE SET
+    granted = LEAST($3::float8, FLOOR(LEAST($2::float8,
+        q.tokens + GREATEST(0, EXTRACT(EPOCH FROM now() - q.at)::float8) * $2::float8 / 60))),
+    tokens = LEAST($2::float8,
+        q.tokens + GREATEST(0, EXTRACT(EPOCH FROM now() - q.at)::float8) * $2::float8 / 60)
+      - LEAST($3::float8, FLOOR(LEAST($2::float8,
+        q.tokens + GREATEST(0, EXTRACT(EPOCH FROM now() - q.at)::float8) * $2::float8 / 60))),
+    at = now()
+RETURNING granted";
 
 pub struct PgKmsStore {
     pool: Pool,
@@ -275,6 +295,20 @@ impl KmsStore for PgKmsStore {
                 }
             }
             Ok(None)
+        })?
+    }
+
+    fn take_tokens(&self, name: &str, want: u32, per_minute: u32) -> Result<u32, StoreError> {
+        wait_on(&self.runtime, async {
+            let c = self.conn().await?;
+            let stmt = c.prepare_cached(TAKE_TOKENS).await.map_err(db)?;
+            let granted: f64 = c
+                .query_one(&stmt, &[&name, &f64::from(per_minute), &f64::from(want)])
+                .await
+                .map_err(db)?
+                .get(0);
+            // A whole number in 0..=want by construction.
+            Ok(granted.clamp(0.0, f64::from(want)) as u32)
         })?
     }
 }

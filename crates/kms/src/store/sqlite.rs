@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS kms_retired (name TEXT PRIMARY KEY, doc TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS kms_operations (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS kms_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), v INTEGER NOT NULL);
 INSERT OR IGNORE INTO kms_epoch (id, v) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS kms_quota (name TEXT PRIMARY KEY, tokens REAL NOT NULL, at_ms INTEGER NOT NULL);
 ";
 
 fn epoch_of(c: &Connection) -> rusqlite::Result<i64> {
@@ -176,5 +177,26 @@ impl KmsStore for SqliteKmsStore {
             }
         }
         Ok(None)
+    }
+
+    fn take_tokens(&self, name: &str, want: u32, per_minute: u32) -> Result<u32, StoreError> {
+        let mut conn = self.conn();
+        // IMMEDIATE: the read and the write below hold the write lock together.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = super::quota::now_ms();
+        let row: Option<(f64, i64)> = tx
+            .prepare_cached("SELECT tokens, at_ms FROM kms_quota WHERE name = ?1")?
+            .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let (tokens, at) = row.unwrap_or((f64::from(per_minute), now));
+        let elapsed_s = now.saturating_sub(at) as f64 / 1000.0;
+        let (granted, left) = super::quota::take(tokens, elapsed_s, want, per_minute);
+        tx.prepare_cached(
+            "INSERT INTO kms_quota (name, tokens, at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET tokens = excluded.tokens, at_ms = excluded.at_ms",
+        )?
+        .execute(params![name, left, now])?;
+        tx.commit()?;
+        Ok(granted)
     }
 }
