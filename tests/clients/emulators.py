@@ -219,8 +219,9 @@ class SealstoreGcs(Emulator):
 
     fake-gcs-server is not usable here: the 1.54 binary its pip wrapper ships takes an
     XML-API PUT only as a signed-URL upload (anything else: 400 "invalid uploadType"),
-    and object_store's GCS client writes with plain XML-API PUTs (object_store's own CI
-    uses a patched fork of the emulator). sealstore's XML API is the GCS one, so the
+    and object_store's GCS client writes with plain XML-API PUTs; even a PUT dressed as
+    a signed URL gets an answer without the `ETag` header object_store requires
+    (object_store's own CI uses a patched fork of the emulator). sealstore's XML API is the GCS one, so the
     gs:// backend is exercised against it, reached as object_store reaches any emulator.
     """
 

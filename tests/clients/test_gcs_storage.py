@@ -1885,6 +1885,7 @@ def test_unknown_resumable_session(gcs_client, server):
         pytest.param("é" * 512 + "a", id="1025-bytes-utf8-in-513-chars"),
         pytest.param("line\nfeed", id="LF"),
         pytest.param("carriage\rreturn", id="CR"),
+        pytest.param("nul\0char", id="NUL"),
         pytest.param(".", id="dot"),
         pytest.param("..", id="dot-dot"),
     ],

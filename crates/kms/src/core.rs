@@ -77,6 +77,8 @@ pub(super) struct Inner {
     generation: Mutex<VecDeque<(VersionName, Algorithm)>>,
     generation_wake: Condvar,
     generation_started: std::sync::Once,
+    /// What this process generates itself, and orphans it watches (`orphans.rs`).
+    pub(super) adoption: Mutex<super::orphans::Adoption>,
     pub(super) quota: Mutex<Option<super::quota::Quota>>,
     events: RwLock<Option<Arc<dyn EventSink>>>,
     /// The store epoch `state` reflects (`store.rs`).
@@ -277,6 +279,7 @@ impl Kms {
                 generation: Mutex::new(VecDeque::new()),
                 generation_wake: Condvar::new(),
                 generation_started: std::sync::Once::new(),
+                adoption: Mutex::new(Default::default()),
                 quota: Mutex::new(None),
                 events: RwLock::new(None),
                 epoch: AtomicI64::new(epoch),
@@ -286,15 +289,9 @@ impl Kms {
             }),
         };
         kms.start_refresher();
-        kms.resume_pending_generation();
-        if kms
-            .read()
-            .jobs
-            .values()
-            .any(|j| j.job.state == super::types::ImportJobState::PENDING_GENERATION)
-        {
-            kms.start_wrapping_key_pool();
-        }
+        // Versions and import jobs left pending by an earlier process (or by another
+        // gateway, which may still be generating them) are not resumed here: the
+        // transitions lease holder adopts them (`orphans.rs`), so each is made once.
         Ok(kms)
     }
 
@@ -573,7 +570,8 @@ impl Kms {
         Ok(())
     }
 
-    fn spawn_generation(&self, version: VersionName, algorithm: Algorithm) {
+    pub(super) fn spawn_generation(&self, version: VersionName, algorithm: Algorithm) {
+        self.adoption().claim(&version.to_string());
         self.generation_queue().push_back((version, algorithm));
         self.inner.generation_wake.notify_one();
         let weak = Arc::downgrade(&self.inner);
@@ -624,20 +622,6 @@ impl Kms {
                 tracing::error!(version = %name, error = %e, "could not record generated key material; will retry");
                 false
             }
-        }
-    }
-
-    fn resume_pending_generation(&self) {
-        let pending: Vec<(VersionName, Algorithm)> = self
-            .read()
-            .keys
-            .values()
-            .flat_map(|k| k.versions.values())
-            .filter(|v| v.meta.state == VersionState::PENDING_GENERATION)
-            .map(|v| (v.meta.name.clone(), v.meta.algorithm))
-            .collect();
-        for (name, alg) in pending {
-            self.spawn_generation(name, alg);
         }
     }
 
@@ -917,6 +901,7 @@ impl Kms {
             }
         }
         self.expire_import_jobs(now);
+        self.adopt_orphans();
     }
 
     fn rotate(&self, name: &CryptoKeyName, now: DateTime<Utc>) -> KmsResult<()> {
@@ -1193,7 +1178,9 @@ fn generation_worker(inner: Weak<Inner>) {
             continue;
         };
         let result = Material::generate(algorithm);
-        if !kms.finish_generation(&name, result) {
+        if kms.finish_generation(&name, result) {
+            kms.adoption().release(&name.to_string());
+        } else {
             kms.generation_queue().push_back((name, algorithm));
             drop(kms);
             std::thread::sleep(Duration::from_secs(1));

@@ -117,6 +117,10 @@ impl Kms {
             &job,
             sealed.as_deref().map_or(Sealed::Keep, Sealed::Set),
         )])?;
+        if job.state == ImportJobState::PENDING_GENERATION {
+            // Claimed under the state lock, so an adopting round never sees it unclaimed.
+            self.adoption().claim(&name.to_string());
+        }
         state.jobs.insert(
             name.to_string(),
             JobEntry {
@@ -127,11 +131,15 @@ impl Kms {
         Ok(job)
     }
 
+    /// The oldest pending job this process serves: its own, or one it adopted.
     fn oldest_pending_job(&self) -> Option<(ImportJobName, usize)> {
-        self.read()
+        let state = self.read();
+        let adoption = self.adoption();
+        state
             .jobs
-            .values()
-            .filter(|j| j.job.state == ImportJobState::PENDING_GENERATION)
+            .iter()
+            .filter(|(n, j)| j.job.state == ImportJobState::PENDING_GENERATION && adoption.owns(n))
+            .map(|(_, j)| j)
             .min_by_key(|j| j.job.create_time)
             .map(|j| (j.job.name.clone(), j.job.import_method.rsa_bits()))
     }
@@ -142,9 +150,11 @@ impl Kms {
         let now = self.now();
         let mut state = self.write();
         let Some(entry) = state.jobs.get_mut(&name.to_string()) else {
+            self.adoption().release(&name.to_string());
             return Some(key);
         };
         if entry.job.state != ImportJobState::PENDING_GENERATION {
+            self.adoption().release(&name.to_string());
             return Some(key);
         }
         let mut job = entry.job.clone();
@@ -158,6 +168,7 @@ impl Kms {
         }
         entry.job = job;
         entry.private_key = Some(Arc::new(key));
+        self.adoption().release(&name.to_string());
         None
     }
 

@@ -12,6 +12,7 @@ pub mod material;
 pub use material::SignInput;
 pub mod model;
 pub mod names;
+mod orphans;
 mod quota;
 pub use sealstore_core::seal;
 pub mod store;

@@ -57,7 +57,9 @@ pub fn check_bucket_name(name: &str) -> StorageResult<()> {
 }
 
 /// Object names: 1–1024 bytes of UTF-8, no CR/LF, not `.` or `..`, not starting with
-/// `.well-known/acme-challenge/`.
+/// `.well-known/acme-challenge/`. No NUL either: PostgreSQL text cannot hold one, and a name
+/// one backend stores and another refuses would make data dirs unportable (reads of a
+/// name are not checked, so an older SQLite row holding a NUL stays readable).
 pub fn check_object_name(name: &str) -> StorageResult<()> {
     let bad = |why: &str| StorageError::invalid(format!("Invalid object name: {why}."));
     if name.is_empty() || name.len() > 1024 {
@@ -65,6 +67,9 @@ pub fn check_object_name(name: &str) -> StorageResult<()> {
     }
     if name.contains(['\r', '\n']) {
         return Err(bad("object names cannot contain carriage returns or line feeds"));
+    }
+    if name.contains('\0') {
+        return Err(bad("object names cannot contain NUL characters"));
     }
     if name == "." || name == ".." || name.starts_with(".well-known/acme-challenge/") {
         return Err(bad("this object name is reserved"));
@@ -101,7 +106,7 @@ mod tests {
     fn object_rules() {
         assert!(check_object_name("dir/a b/ü.txt").is_ok());
         assert!(check_object_name(&"x".repeat(1024)).is_ok());
-        for bad in ["", ".", "..", "a\nb", &"x".repeat(1025)] {
+        for bad in ["", ".", "..", "a\nb", "a\0b", &"x".repeat(1025)] {
             assert!(check_object_name(bad).is_err());
         }
     }

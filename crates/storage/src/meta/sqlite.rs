@@ -652,12 +652,17 @@ impl SyncMeta for SqliteMetaStore {
     }
 
     fn update_objects(&self, updates: Vec<(ObjectRecord, i64)>) -> StorageResult<Vec<StorageResult<()>>> {
-        // Each row's own check failing is its result, not the transaction's.
+        // Each row's own failed check is its result; a database error fails the whole
+        // write, as on PostgreSQL (whose transaction would refuse the rest anyway).
         self.write(move |c| {
-            Ok(updates
-                .iter()
-                .map(|(rec, expected)| update_row(c, rec, *expected))
-                .collect())
+            let mut out = Vec::with_capacity(updates.len());
+            for (rec, expected) in &updates {
+                match update_row(c, rec, *expected) {
+                    Err(StorageError::ConcurrentChange(m)) => out.push(Err(StorageError::ConcurrentChange(m))),
+                    r => out.push(Ok(r?)),
+                }
+            }
+            Ok(out)
         })
     }
 

@@ -271,7 +271,10 @@ pub fn restore_bucket(c: &Connection, name: &str, generation: i64, now: DateTime
     b.soft_delete_time = None;
     b.hard_delete_time = None;
     b.updated = now;
-    b.metageneration += 1;
+    b.metageneration = b
+        .metageneration
+        .checked_add(1)
+        .ok_or_else(|| StorageError::internal("bucket metageneration overflow"))?;
     c.execute(
         "INSERT INTO buckets (name, project, doc) VALUES (?1, ?2, ?3)",
         params![b.name, b.project, serde_json::to_string(&b)?],
