@@ -151,6 +151,7 @@ trait SyncMeta {
 }
 
 pub struct SqliteMetaStore {
+    _checkpointer: sealstore_core::db::Checkpointer,
     writer: sealstore_core::db::GroupWriter,
     readers: sealstore_core::db::ReadPool,
     last_generation: AtomicI64,
@@ -182,11 +183,13 @@ impl SqliteMetaStore {
         w.execute_batch(SCHEMA)?;
         w.execute_batch(super::sqlite_soft::SCHEMA)?;
         add_data_column(&w)?;
+        let checkpointer = sealstore_core::db::Checkpointer::start(path, &w)?;
         let writer = sealstore_core::db::GroupWriter::start(w, "meta").map_err(StorageError::internal)?;
         let readers = (0..4)
             .map(|_| sealstore_core::db::open(path))
             .collect::<Result<Vec<_>, _>>()?;
         let store = Self {
+            _checkpointer: checkpointer,
             writer,
             readers: sealstore_core::db::ReadPool::new(readers),
             last_generation: AtomicI64::new(0),
