@@ -39,12 +39,19 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// every ~1000 pages; once the indexes' hot pages outgrow a checkpoint's worth (about
 /// 100k objects) that cost a fifth of the small-PUT rate. A PASSIVE checkpoint never
 /// waits for the writer or readers. Stops when dropped.
+///
+/// Once a second, not more often: a checkpoint writes every page changed since the last
+/// one, and in a big bucket each PUT dirties a different leaf of each name-ordered
+/// index. At 250 ms a million-object bucket's checkpoints rewrote about one leaf per
+/// index per PUT (PUTs at 0.70-0.77x of the 10k-object rate); a second lets successive
+/// inserts at the same place share one write (1.01x). The WAL holds about a second
+/// of commits, which crash recovery replays.
 pub struct Checkpointer {
     _stop: std::sync::mpsc::Sender<()>,
 }
 
 impl Checkpointer {
-    const EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
 
     /// Turns `writer`'s automatic checkpoints off and checkpoints `path` instead.
     pub fn start(path: &Path, writer: &Connection) -> rusqlite::Result<Self> {
@@ -88,8 +95,17 @@ pub struct GroupWriter {
 
 const MAX_GROUP: usize = 256;
 
+/// The writer's page cache, in KiB (a negative `cache_size` is KiB, not pages).
+const WRITER_CACHE_KIB: i64 = -65_536;
+
 impl GroupWriter {
     pub fn start(conn: Connection, name: &str) -> std::io::Result<Self> {
+        // Every write passes through this one connection, so its page cache holds the
+        // indexes' hot pages. SQLite's default 2 MiB is ~500 pages, fewer than the
+        // insertion points of a million-object bucket's three name-ordered indexes: each
+        // insert then re-read its leaf and interior pages through the WAL index.
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)
+            .map_err(std::io::Error::other)?;
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name(format!("{name}-writer"))
